@@ -1,0 +1,138 @@
+"""Image-quality metrics: SSIM (scikit-image-compatible) and PSNR.
+
+Both take one pair of `(H, W, C)` float images and return a scalar, so that
+`jax.vmap` gives one value per pair, as dm-pix does.
+"""
+
+from __future__ import annotations
+
+import dm_pix
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrobust._validation import check_image
+
+
+def _gaussian_taps(sigma: float, truncate: float) -> np.ndarray:
+    """`scipy.ndimage.gaussian_filter1d`'s order-0 kernel."""
+    radius = int(truncate * float(sigma) + 0.5)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    taps = np.exp(-0.5 * (x / sigma) ** 2)
+    return taps / taps.sum()
+
+
+def _valid_filter(x, taps):
+    """Separable 'valid' correlation of `(H, W, C)` with 1-D `taps` on H and W."""
+    n = len(taps)
+    H, W = x.shape[0] - n + 1, x.shape[1] - n + 1
+    rows = sum(float(t) * x[i: i + H] for i, t in enumerate(taps))
+    return sum(float(t) * rows[:, i: i + W] for i, t in enumerate(taps))
+
+
+def _pair(fn, a, b):
+    a = check_image(a, fn=fn)
+    b = check_image(b, fn=fn)
+    if a.shape != b.shape:
+        raise ValueError(f"{fn}: images differ in shape, {a.shape} vs {b.shape}.")
+    return a.astype(jnp.float32), b.astype(jnp.float32)
+
+
+def ssim(
+    a: jax.typing.ArrayLike,
+    b: jax.typing.ArrayLike,
+    *,
+    data_range: float = 1.0,
+    win_size: int | None = None,
+    gaussian_weights: bool = False,
+    sigma: float = 1.5,
+    use_sample_covariance: bool = True,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> jax.Array:
+    """Mean structural similarity of one image pair, as scikit-image computes it.
+
+    Equals `skimage.metrics.structural_similarity(a, b, data_range=data_range,
+    channel_axis=-1, win_size=..., gaussian_weights=..., sigma=...,
+    use_sample_covariance=...)` to about 1e-6: per channel, local means, variances and
+    covariance under a `win_size` box window (or a Gaussian of `sigma`, truncated at
+    3.5 sigma, 11 taps by default), sample-covariance normalisation `NP / (NP - 1)`
+    with `NP = win_size**2`, the SSIM map averaged away from a border of
+    `(win_size - 1) // 2` pixels, then the mean over channels.
+
+    `dm_pix.ssim` differs: it has no sample-covariance correction, and it always
+    filters with its own Gaussian over the 'valid' region, so its numbers are not
+    scikit-image's; this function is the reference-compatible one.
+
+    Args:
+        a, b: `(H, W, C)` float images of the same shape.
+        data_range: value range of the images (1.0 for images in [0, 1]).
+        win_size: odd window side; 7 by default, or `2 * int(3.5 * sigma + 0.5) + 1`
+            with `gaussian_weights`.
+        gaussian_weights: weight the window with a Gaussian instead of a box.
+        sigma: the Gaussian's standard deviation.
+        use_sample_covariance: normalise by `NP - 1` instead of `NP`.
+        k1, k2: SSIM's stabilising constants.
+
+    Returns:
+        A float32 scalar; 1.0 for identical images.
+    """
+    a, b = _pair("ssim", a, b)
+    if gaussian_weights:
+        taps = _gaussian_taps(sigma, 3.5)
+        if win_size is None:
+            win_size = len(taps)
+    else:
+        if win_size is None:
+            win_size = 7
+        taps = np.full((win_size,), 1.0 / win_size)
+    if win_size % 2 != 1 or win_size < 3:
+        raise ValueError(f"ssim: win_size must be odd and at least 3, got {win_size}.")
+    if min(a.shape[0], a.shape[1]) < max(win_size, len(taps)):
+        raise ValueError(
+            f"ssim: images of shape {a.shape} are smaller than the {win_size}-pixel "
+            "window; pass a smaller odd win_size."
+        )
+    # Only the interior (a border of (win_size - 1) // 2 cropped) enters the mean, and
+    # there the window never leaves the image, so a 'valid' filter is exact. With
+    # gaussian taps longer than win_size, crop the extra margin.
+    extra = (len(taps) - win_size) // 2
+    if extra > 0:
+        a = a[extra:-extra, extra:-extra]
+        b = b[extra:-extra, extra:-extra]
+    elif extra < 0:
+        a = a[-extra:extra, -extra:extra]
+        b = b[-extra:extra, -extra:extra]
+    # Shift both images by one constant before the second moments: covariances do not
+    # change, and float32 loses less to cancellation.
+    shift = 0.5 * (jnp.mean(a) + jnp.mean(b))
+    ux = _valid_filter(a, taps)
+    uy = _valid_filter(b, taps)
+    da, db = a - shift, b - shift
+    mx, my = ux - shift, uy - shift
+    npix = win_size**2
+    cov_norm = npix / (npix - 1) if use_sample_covariance else 1.0
+    vx = cov_norm * (_valid_filter(da * da, taps) - mx * mx)
+    vy = cov_norm * (_valid_filter(db * db, taps) - my * my)
+    vxy = cov_norm * (_valid_filter(da * db, taps) - mx * my)
+    c1 = (k1 * data_range) ** 2
+    c2 = (k2 * data_range) ** 2
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    return jnp.mean(jnp.mean(s, axis=(0, 1)))
+
+
+def psnr(a: jax.typing.ArrayLike, b: jax.typing.ArrayLike, *, data_range: float = 1.0):
+    """Peak signal-to-noise ratio in dB of one image pair.
+
+    Equals `skimage.metrics.peak_signal_noise_ratio(a, b, data_range=data_range)`;
+    computed with `dm_pix.psnr` on images scaled to [0, 1]. Identical images give inf.
+
+    Args:
+        a, b: `(H, W, C)` float images of the same shape.
+        data_range: value range of the images.
+
+    Returns:
+        A float32 scalar.
+    """
+    a, b = _pair("psnr", a, b)
+    return dm_pix.psnr(a / data_range, b / data_range)
