@@ -32,7 +32,6 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 from jax.custom_batching import custom_vmap
 
@@ -93,7 +92,8 @@ def _huang_plane(codes, radius, max_radius: int):
     hist = jnp.zeros((H * _BINS,), jnp.int32).at[flat].add(1).reshape(H, _BINS)
     below = jnp.cumsum(hist[:, :256], axis=1)
     med = jnp.sum(below <= k, axis=1).astype(jnp.int32)
-    lt = jnp.where(med > 0, jnp.take_along_axis(below, jnp.maximum(med - 1, 0)[:, None], 1)[:, 0], 0)
+    prev = jnp.take_along_axis(below, jnp.maximum(med - 1, 0)[:, None], 1)[:, 0]
+    lt = jnp.where(med > 0, prev, 0)
 
     # Values entering (right edge) and leaving (left edge) as the window moves to x.
     def edge(dy, start):
@@ -244,7 +244,7 @@ def _median_planes(planes, radius, max_radius):
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _batched_median(max_radius: int):
     """A `(B, H, W), (B,) -> (B, H, W)` median whose vmap folds into its batch axis."""
 
