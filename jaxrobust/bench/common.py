@@ -1,0 +1,79 @@
+"""Timing and reporting helpers shared by the benchmarks."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import time
+from collections.abc import Callable
+
+import jax
+import numpy as np
+
+
+def device_info() -> dict:
+    """What ran the benchmark: JAX device, CPU model, core count, versions."""
+    dev = jax.devices()[0]
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            match = re.search(r"model name\s*:\s*(.+)", f.read())
+            cpu = match.group(1).strip() if match else cpu
+    except OSError:
+        pass
+    return {
+        "platform": dev.platform,
+        "device_kind": dev.device_kind,
+        "device_count": jax.device_count(),
+        "cpu": cpu,
+        "cpu_cores": os.cpu_count(),
+        "jax": jax.__version__,
+        "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else jax.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def device_slug(info: dict) -> str:
+    """A file-name-safe device name: `cpu-2core` or `gpu-nvidia-h100-80gb-hbm3`."""
+    if info["platform"] == "cpu":
+        return f"cpu-{info['cpu_cores']}core"
+    kind = re.sub(r"[^a-z0-9]+", "-", info["device_kind"].lower()).strip("-")
+    return f"{info['platform']}-{kind}"
+
+
+def time_call(fn: Callable[[], object], *, repeats: int = 3, min_time: float = 0.0) -> float:
+    """Median wall time of `fn()` over `repeats` runs (after the caller warmed it up).
+
+    `fn` must block until its result is ready (call `jax.block_until_ready`).
+    """
+    times = []
+    start_all = time.perf_counter()
+    while len(times) < repeats or time.perf_counter() - start_all < min_time:
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def write_json(path: str, payload: dict) -> None:
+    """Writes `payload` to `path` atomically (temp file, then rename)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
+    """Prints rows as an aligned table; columns are (key, header, format)."""
+    cells = [[h for _, h, _ in columns]]
+    for row in rows:
+        cells.append([
+            (fmt.format(row[k]) if row.get(k) is not None else "-") for k, _, fmt in columns
+        ])
+    widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
+    for i, line in enumerate(cells):
+        print("  ".join(c.rjust(w) if i else c.ljust(w) for c, w in zip(line, widths, strict=True)))

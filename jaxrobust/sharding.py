@@ -1,0 +1,102 @@
+"""Spreading a batched computation over every local device.
+
+The engines put the image axis on a one-dimensional `jax.sharding.Mesh` named
+`"batch"` and run the per-shard program with `jax.shard_map`: each device works on
+its slice of the batch, with no communication. Results do not depend on the device
+count: the kernels are per-image and random keys are per image.
+
+On a CPU, JAX shows one device however many cores there are; `use_cpu_cores()`
+(called before JAX starts its backend) splits the host into one device per core so
+that a 2-core laptop runs two shards at once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, PartitionSpec
+
+AXIS = "batch"
+
+
+def use_cpu_cores(count: int | None = None) -> bool:
+    """Asks XLA for one CPU device per core (or `count`), if JAX has not started yet.
+
+    Sets `--xla_force_host_platform_device_count` in `XLA_FLAGS` unless the flag is
+    already there. Has no effect once a JAX backend is initialised; returns whether
+    the flag is now in place.
+    """
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" in flags:
+        return True
+    from jax._src import xla_bridge
+
+    if xla_bridge.backends_are_initialized():
+        return False
+    count = count or os.cpu_count() or 1
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
+    return True
+
+
+def local_mesh(devices: int | Sequence[jax.Device] | None = None) -> Mesh:
+    """A one-axis (`"batch"`) mesh over the local devices, or the first `devices` of them."""
+    local = jax.local_devices()
+    if devices is None:
+        chosen = local
+    elif isinstance(devices, int):
+        if not 1 <= devices <= len(local):
+            raise ValueError(
+                f"asked for {devices} devices but {len(local)} are available; "
+                f"pass a number from 1 to {len(local)}."
+            )
+        chosen = local[:devices]
+    else:
+        chosen = list(devices)
+    return Mesh(np.asarray(chosen), (AXIS,))
+
+
+def shard_batch(fn: Callable, *, in_axes: Sequence[int | None], mesh: Mesh | None = None):
+    """Runs `fn` with the leading axis of its batched arguments split over `mesh`.
+
+    Args:
+        fn: a function of batched arrays (leading axis = batch) and unbatched ones; it
+            must treat batch elements independently and return arrays (or a pytree of
+            arrays) with the batch as leading axis.
+        in_axes: per positional argument, 0 when it is batched, None when it is
+            replicated on every device.
+        mesh: a one-axis mesh (default: every local device).
+
+    Returns:
+        A jit-compiled function with `fn`'s signature. The batch is padded to a
+        multiple of the device count (with copies of its first element) and the
+        padding removed from the outputs.
+    """
+    mesh = mesh or local_mesh()
+    ndev = mesh.devices.size
+    specs = tuple(PartitionSpec(AXIS) if a == 0 else PartitionSpec() for a in in_axes)
+    inner = jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=PartitionSpec(AXIS),
+                          check_vma=False)
+
+    @jax.jit
+    def run(*args):
+        if len(args) != len(in_axes):
+            raise ValueError(f"expected {len(in_axes)} arguments, got {len(args)}.")
+        sizes = {jnp.shape(a)[0] for a, ax in zip(args, in_axes, strict=True) if ax == 0}
+        if len(sizes) != 1:
+            raise ValueError(f"batched arguments differ in length: {sorted(sizes)}.")
+        n = sizes.pop()
+        pad = (-n) % ndev
+        if pad:
+            args = tuple(
+                jnp.concatenate([a, jnp.repeat(a[:1], pad, axis=0)]) if ax == 0 else a
+                for a, ax in zip(args, in_axes, strict=True)
+            )
+        out = inner(*args)
+        return jax.tree.map(lambda x: x[:n], out)
+
+    return run
+

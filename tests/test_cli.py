@@ -1,0 +1,44 @@
+"""The command line: main job, listing, and errors."""
+
+import csv
+import os
+import subprocess
+import sys
+
+from jaxrobust import cli, corruptions
+
+
+def test_corruptions_listing(capsys):
+    assert cli.main(["corruptions"]) == 0
+    out = capsys.readouterr().out
+    for name in corruptions.names():
+        assert name in out
+
+
+def test_run_writes_the_protocol_table(tmp_path):
+    out = tmp_path / "run"
+    assert cli.main(["run", "--out", str(out)]) == 0
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    expected = sum(len(corruptions.seed_levels(n)) for n in corruptions.names())
+    assert len(rows) == expected == 120
+    assert {r["corruption"] for r in rows} == set(corruptions.names())
+    first = [float(r["ssim"]) for r in rows if r["corruption"] == "median_blur"]
+    assert first[0] == 1.0 and first[-1] < first[1]  # radius 0 is the identity
+    assert (out / "gallery.png").stat().st_size > 0
+    assert (out / "ssim_vs_level.png").stat().st_size > 0
+
+
+def test_run_refuses_a_non_empty_output_folder(tmp_path, capsys):
+    (tmp_path / "keep.txt").write_text("x")
+    assert cli.main(["run", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "not empty" in err and err.count("\n") == 1
+    assert os.listdir(tmp_path) == ["keep.txt"]
+
+
+def test_console_script_exits_non_zero_on_bad_arguments():
+    proc = subprocess.run([sys.executable, "-m", "jaxrobust.cli", "bench", "nothing"],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "invalid choice" in proc.stderr

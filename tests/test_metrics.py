@@ -1,0 +1,78 @@
+"""SSIM and PSNR against scikit-image on fresh random inputs."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import random_image
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from jaxrobust.metrics import psnr, ssim
+
+
+def _pair(rng, shape):
+    a = random_image(rng, shape, eight_bit=False)
+    noise = rng.uniform(0.0, 0.3) * rng.standard_normal(shape)
+    b = np.clip(a + noise, 0, 1).astype(np.float32)
+    return a, b
+
+
+@pytest.mark.parametrize("trial", range(8))
+def test_ssim_matches_skimage_random_hyperparameters(rng, trial):
+    shape = (int(rng.integers(15, 60)), int(rng.integers(15, 60)), int(rng.choice([1, 3])))
+    a, b = _pair(rng, shape)
+    kwargs = {
+        "gaussian_weights": bool(rng.integers(2)),
+        "use_sample_covariance": bool(rng.integers(2)),
+        "data_range": float(rng.choice([1.0, 2.0])),
+    }
+    if kwargs["gaussian_weights"]:
+        kwargs["sigma"] = float(rng.uniform(0.8, 2.0))
+    else:
+        kwargs["win_size"] = int(rng.choice([3, 5, 7, 9]))
+    ref = structural_similarity(a, b, channel_axis=-1, **kwargs)
+    ours = float(jax.jit(lambda x, y: ssim(x, y, **kwargs))(a, b))
+    assert abs(ours - ref) < 1e-5, (kwargs, ours, ref)
+
+
+def test_ssim_constant_and_identical_images(rng):
+    flat = np.full((20, 24, 1), 0.4, np.float32)
+    other = random_image(rng, (20, 24, 1), eight_bit=True)
+    assert float(ssim(flat, flat)) == pytest.approx(1.0)
+    assert float(ssim(other, other)) == pytest.approx(1.0, abs=1e-6)
+    ref = structural_similarity(flat, other, data_range=1.0, channel_axis=-1)
+    assert abs(float(ssim(flat, other)) - ref) < 1e-5
+    for g in (False, True):
+        ref = structural_similarity(flat, flat * 0.5, data_range=1.0, channel_axis=-1,
+                                    gaussian_weights=g)
+        assert abs(float(ssim(flat, flat * 0.5, gaussian_weights=g)) - ref) < 1e-5
+
+
+def test_ssim_bounds_vmap_and_finite_gradient_on_flat_images(rng):
+    a = random_image(rng, (4, 18, 18, 1), eight_bit=False)
+    b = random_image(rng, (4, 18, 18, 1), eight_bit=False)
+    batched = np.asarray(jax.vmap(ssim)(a, b))
+    assert batched.shape == (4,)
+    assert np.all(batched <= 1.0) and np.all(batched >= -1.0)
+    for i in range(4):
+        assert batched[i] == pytest.approx(float(ssim(a[i], b[i])), abs=1e-6)
+    flat = jnp.full((18, 18, 1), 0.5)
+    grad = jax.grad(lambda x: ssim(x, flat))(flat)
+    assert np.all(np.isfinite(np.asarray(grad)))
+
+
+def test_ssim_rejects_bad_input():
+    a = np.zeros((10, 10, 1), np.float32)
+    with pytest.raises(ValueError, match="differ in shape"):
+        ssim(a, np.zeros((10, 11, 1), np.float32))
+    with pytest.raises(ValueError, match="odd"):
+        ssim(a, a, win_size=4)
+    with pytest.raises(ValueError, match="smaller than"):
+        ssim(np.zeros((5, 5, 1), np.float32), np.zeros((5, 5, 1), np.float32))
+
+
+def test_psnr_matches_skimage(rng):
+    a, b = _pair(rng, (33, 41, 3))
+    for data_range in (1.0, 2.0):
+        ref = peak_signal_noise_ratio(a, b, data_range=data_range)
+        assert float(psnr(a, b, data_range=data_range)) == pytest.approx(ref, abs=1e-4)
