@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax.numpy as jnp
+from jax import lax
 
 from jaxrobust._validation import check_image, check_level
 
@@ -51,8 +52,15 @@ def scale_up(key, image, crop):
     c = jnp.clip(crop, 0.0, (min(H, W) - 1) / 2)
     y0, y1, fy = _zoom_axis(H, c)
     x0, x1, fx = _zoom_axis(W, c)
-    x = image.astype(jnp.float32)
-    rows = x[y0] * (1.0 - fy)[:, None, None] + x[y1] * fy[:, None, None]
-    out = rows[:, x0] * (1.0 - fx)[None, :, None] + rows[:, x1] * fx[None, :, None]
+    # Rows: gather whole rows (contiguous). Columns: a (W, W) two-tap interpolation
+    # matrix, applied as a matmul, which XLA runs far faster than a per-element gather.
+    cols = jnp.arange(W)
+    mix = (jnp.where(cols[None, :] == x0[:, None], 1.0 - fx[:, None], 0.0)
+           + jnp.where(cols[None, :] == x1[:, None], fx[:, None], 0.0))
+    planes = jnp.moveaxis(image.astype(jnp.float32), -1, 0)  # (C, H, W)
+    rows = (jnp.take(planes, y0, axis=1) * (1.0 - fy)[None, :, None]
+            + jnp.take(planes, y1, axis=1) * fy[None, :, None])
+    out = jnp.einsum("chw,jw->chj", rows, mix, precision=lax.Precision.HIGHEST)
+    out = jnp.moveaxis(out, 0, -1)
     return jnp.where(ok, out, jnp.nan).astype(image.dtype)
 

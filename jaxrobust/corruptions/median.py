@@ -79,7 +79,7 @@ _CHUNK = 1
 #: Static radius buckets of the 8-bit path: a call whose largest radius is r runs the
 #: smallest bucket >= r, since the cost grows with the bucket (2 * bucket + 1 updates
 #: per pixel).
-_BUCKETS = (2, 5, 10)
+_BUCKETS = (5, 10)
 
 
 def _cum16(x):
