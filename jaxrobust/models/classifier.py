@@ -1,0 +1,28 @@
+"""The corruption study's classifier: backbone -> Flatten -> Dense(hidden, relu) -> Dense."""
+
+from __future__ import annotations
+
+import jax
+from flax import nnx
+
+
+class Classifier(nnx.Module):
+    """A backbone with the study's head; returns logits `(N, num_classes)`.
+
+    The study used `include_top=False` backbones followed by Flatten, Dense(1028,
+    relu) and Dense(4, softmax); the softmax lives in the loss here, so the model
+    returns logits, as attribution methods need.
+    """
+
+    def __init__(self, backbone: nnx.Module, *, feature_shape: tuple[int, int, int],
+                 num_classes: int, hidden: int = 1028, rngs: nnx.Rngs):
+        self.backbone = backbone
+        flat = feature_shape[0] * feature_shape[1] * feature_shape[2]
+        self.hidden = nnx.Linear(flat, hidden, rngs=rngs)
+        self.logits = nnx.Linear(hidden, num_classes, rngs=rngs)
+        self.num_classes = num_classes
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        features = self.backbone(x)
+        h = nnx.relu(self.hidden(features.reshape(features.shape[0], -1)))
+        return self.logits(h)

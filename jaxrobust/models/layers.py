@@ -1,0 +1,94 @@
+"""Keras-compatible building blocks: conv + batch norm with Keras' defaults.
+
+Each block records how its variables map to a Keras layer's weight list, so the
+Keras-weights importer walks a model's blocks in Keras' layer order.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+#: Keras' BatchNormalization defaults (Flax's epsilon is 1e-5).
+BN_EPSILON = 1e-3
+BN_MOMENTUM = 0.99
+
+
+def batch_norm(features: int, rngs: nnx.Rngs) -> nnx.BatchNorm:
+    return nnx.BatchNorm(features, epsilon=BN_EPSILON, momentum=BN_MOMENTUM, rngs=rngs)
+
+
+class SeparableConv(nnx.Module):
+    """Keras' `SeparableConv2D(depth_multiplier=1)`: a depthwise then a 1x1 conv.
+
+    Works on `(N, H, W, C_in)` and returns `(N, H, W, C_out)`.
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, kernel_size=(3, 3),
+                 padding="SAME", use_bias=False, rngs: nnx.Rngs):
+        self.depthwise = nnx.Conv(in_features, in_features, kernel_size, padding=padding,
+                                  feature_group_count=in_features, use_bias=False, rngs=rngs)
+        self.pointwise = nnx.Conv(in_features, out_features, (1, 1), use_bias=use_bias,
+                                  rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.pointwise(self.depthwise(x))
+
+
+def keras_weights(module) -> list[tuple[nnx.Variable, str]]:
+    """The variables of `module` in Keras' weight order, with the Keras kind of each.
+
+    Kinds: "kernel", "bias", "depthwise_kernel" (Keras `(kh, kw, C, 1)`, Flax
+    `(kh, kw, 1, C)`), "gamma", "beta", "moving_mean", "moving_variance".
+    """
+    if isinstance(module, SeparableConv):
+        out = [(module.depthwise.kernel, "depthwise_kernel"), (module.pointwise.kernel, "kernel")]
+        if module.pointwise.bias is not None:
+            out.append((module.pointwise.bias, "bias"))
+        return out
+    if isinstance(module, nnx.BatchNorm):
+        return [(module.scale, "gamma"), (module.bias, "beta"),
+                (module.mean, "moving_mean"), (module.var, "moving_variance")]
+    if isinstance(module, (nnx.Conv, nnx.Linear)):
+        out = [(module.kernel, "kernel")]
+        if module.bias is not None:
+            out.append((module.bias, "bias"))
+        return out
+    raise TypeError(f"no Keras mapping for {type(module).__name__}")
+
+
+def keras_class(module) -> str:
+    """The Keras layer class a block stands for."""
+    return {SeparableConv: "SeparableConv2D", nnx.BatchNorm: "BatchNormalization",
+            nnx.Conv: "Conv2D", nnx.Linear: "Dense"}[type(module)]
+
+
+def to_flax(kind: str, value):
+    """A Keras weight array in the layout of the matching Flax variable."""
+    if kind == "depthwise_kernel":
+        return jnp.swapaxes(jnp.asarray(value), 2, 3)
+    return jnp.asarray(value)
+
+
+def max_pool(x, window: int, stride: int, padding: str):
+    """Keras' MaxPooling2D on `(N, H, W, C)` ('same' pads with -inf, as Keras does)."""
+    return nnx.max_pool(x, (window, window), strides=(stride, stride), padding=padding)
+
+
+def check_input(x, *, in_channels: int, name: str) -> jax.Array:
+    """Checks a `(N, H, W, C)` batch and repeats a grayscale channel when needed."""
+    if x.ndim != 4:
+        raise ValueError(
+            f"{name}: expected a batch of shape (N, H, W, C), got shape {tuple(x.shape)}; "
+            "add a batch axis with images[None] for one image."
+        )
+    channels = x.shape[-1]
+    if channels == 1 and in_channels == 3:
+        return jnp.repeat(x, 3, axis=-1)  # grayscale as the study fed it: cv2.merge x3
+    if channels != in_channels:
+        raise ValueError(
+            f"{name}: the model takes {in_channels} channels (or 1, repeated), "
+            f"got {channels}; build it with in_channels={channels}."
+        )
+    return x
