@@ -12,10 +12,85 @@ def _default_out() -> str:
     return os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
 
 
+DEFAULT_CONFIG = "demo"
+
+
+def _config(args):
+    from jaxrobust import config
+
+    path = args.config
+    if path is None or (not os.path.exists(path) and os.sep not in path
+                        and not path.endswith((".yaml", ".yml"))):
+        path = _shipped_config(path or DEFAULT_CONFIG)
+    return config.load(path, args.set or [])
+
+
+def _shipped_config(name: str) -> str:
+    """A config that ships with the project (configs/NAME.yaml), found from the package."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for root in (os.path.join(here, "configs"), os.path.join(os.path.dirname(here), "configs")):
+        path = os.path.join(root, f"{name}.yaml")
+        if os.path.isfile(path):
+            return path
+    raise ValueError(f"no config {name!r}: pass the path of a YAML file.")
+
+
 def _cmd_run(args) -> None:
+    from jaxrobust import pipeline
+
+    cfg = _config(args)
+    pipeline.run(cfg, args.out or _default_out())
+
+
+def _cmd_demo(args) -> None:
     from jaxrobust.pipeline import run_kernel_demo
 
     run_kernel_demo(args.out or _default_out(), seed=args.seed)
+
+
+def _cmd_train(args) -> None:
+    from jaxrobust import pipeline
+
+    cfg = _config(args)
+    out = args.out or _default_out()
+    _, _, task_train, task_test = pipeline.prepare(cfg)
+    pipeline.train_models(cfg, out, task_train=task_train, task_test=task_test)
+    print(f"models in {os.path.join(os.path.abspath(out), 'models')}")
+
+
+def _cmd_sweep(args) -> None:
+    import json
+
+    import jax
+
+    from jaxrobust import pipeline, sweep, train
+
+    cfg = _config(args)
+    if not args.checkpoint:
+        raise ValueError("sweep needs --checkpoint MODEL_DIR (one or more), e.g. "
+                         "runs/demo/models/xception.")
+    classifiers, class_names = {}, {}
+    for path in args.checkpoint:
+        apply_fn, params, meta = train.restore(path)
+        name = os.path.basename(os.path.normpath(path))
+        classifiers[name] = (apply_fn, params)
+        class_names[name] = meta["class_names"]
+    ds, test_idx, _, _ = pipeline.prepare(cfg)
+    shape = list(ds.images.shape[1:])
+    for path in args.checkpoint:
+        with open(os.path.join(path, train.METADATA)) as f:
+            want = json.load(f)["input_shape"]
+        if want != shape:
+            raise ValueError(f"checkpoint {path} takes images of shape {want}, the config's "
+                             f"data are {shape}; set data.image_size / data.channels to match.")
+    out = args.out or _default_out()
+    table, _ = sweep.run(classifiers, ds.images[test_idx], ds.labels[test_idx],
+                         corruptions=tuple(cfg.task.corruptions),
+                         key=jax.random.fold_in(jax.random.key(cfg.seed), 3),
+                         class_names=class_names, batch_size=cfg.sweep.batch_size,
+                         target=cfg.sweep.target, ssim_threshold=cfg.sweep.ssim_threshold,
+                         out_dir=out)
+    print(f"wrote {len(table)} rows to {os.path.join(os.path.abspath(out), 'results.csv')}")
 
 
 def _cmd_corruptions(args) -> None:
@@ -43,10 +118,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="the main job on the built-in data")
-    run.add_argument("--out", help="output folder (default: runs/<timestamp>)")
-    run.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
+    def with_config(p, *, required=False):
+        p.add_argument("config", nargs=None if required else "?",
+                       help="YAML config (default: configs/demo.yaml, phantom data)")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a config value, e.g. --set train.epochs=3")
+        p.add_argument("--out", help="output folder (default: runs/<timestamp>)")
+        return p
+
+    run = with_config(sub.add_parser(
+        "run", help="the main job: train, sweep under the study's protocol, report"))
     run.set_defaults(fn=_cmd_run)
+
+    trn = with_config(sub.add_parser("train", help="train the configured models"))
+    trn.set_defaults(fn=_cmd_train)
+
+    swp = with_config(sub.add_parser("sweep", help="sweep trained checkpoints"))
+    swp.add_argument("--checkpoint", action="append", metavar="MODEL_DIR",
+                     help="a trained model folder (repeat for several)")
+    swp.set_defaults(fn=_cmd_sweep)
+
+    demo = sub.add_parser("kernels-demo", help="the kernel protocol on a bundled photo")
+    demo.add_argument("--out", help="output folder (default: runs/<timestamp>)")
+    demo.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
+    demo.set_defaults(fn=_cmd_demo)
 
     lst = sub.add_parser("corruptions", help="list the corruptions and their levels")
     lst.set_defaults(fn=_cmd_corruptions)

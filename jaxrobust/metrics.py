@@ -143,3 +143,90 @@ def psnr(a: jax.typing.ArrayLike, b: jax.typing.ArrayLike, *, data_range: float 
     """
     a, b = _pair("psnr", a, b)
     return dm_pix.psnr(a / data_range, b / data_range)
+
+
+# ----------------------------------------------------------------------------------
+# Robustness summaries of a sweep (NumPy; they run once on small tables).
+# ----------------------------------------------------------------------------------
+
+
+def area_under_curve(levels, accuracy) -> float:
+    """Area under the accuracy-level curve, with levels rescaled to [0, 1] (1 = always right)."""
+    levels, accuracy = np.asarray(levels, np.float64), np.asarray(accuracy, np.float64)
+    span = levels.max() - levels.min()
+    if span == 0:
+        return float(accuracy.mean())
+    x = (levels - levels.min()) / span
+    return float(np.sum((x[1:] - x[:-1]) * (accuracy[1:] + accuracy[:-1]) / 2.0))
+
+
+def critical_level(levels, accuracy, *, fraction: float = 0.5, clean: float | None = None):
+    """First level whose accuracy falls below `fraction` of the clean accuracy, or None.
+
+    `clean` defaults to the accuracy at the first (lowest) level.
+    """
+    accuracy = np.asarray(accuracy, np.float64)
+    reference = float(accuracy[0] if clean is None else clean)
+    below = np.nonzero(accuracy < fraction * reference)[0]
+    return float(np.asarray(levels)[below[0]]) if len(below) else None
+
+
+def accuracy_by_ssim(ssim_values, correct, *, bins=10) -> list[dict]:
+    """Accuracy of the corrupted images grouped by their SSIM to the clean image."""
+    s = np.asarray(ssim_values, np.float64).ravel()
+    c = np.asarray(correct, np.float64).ravel()
+    edges = np.linspace(min(0.0, s.min()), 1.0, bins + 1) if np.isscalar(bins) else np.asarray(bins)
+    which = np.clip(np.digitize(s, edges) - 1, 0, len(edges) - 2)
+    return [{"ssim_low": float(edges[b]), "ssim_high": float(edges[b + 1]),
+             "n": int(np.sum(which == b)),
+             "accuracy": float(c[which == b].mean()) if np.any(which == b) else None}
+            for b in range(len(edges) - 1)]
+
+
+def bootstrap_interval(correct, *, samples: int = 1000, level: float = 0.95, seed: int = 0):
+    """Bootstrap confidence interval of the accuracy of each row of `correct (L, N)`.
+
+    Images are resampled with replacement; returns `(low, high)` arrays of shape `(L,)`.
+    """
+    correct = np.asarray(correct, np.float64)
+    rng = np.random.default_rng(seed)
+    n = correct.shape[-1]
+    draws = rng.integers(0, n, (samples, n))
+    means = correct[..., draws].mean(-1)  # (L, samples)
+    alpha = (1.0 - level) / 2.0
+    return np.quantile(means, alpha, axis=-1), np.quantile(means, 1.0 - alpha, axis=-1)
+
+
+def corruption_errors(table, *, baseline: str, clean_accuracy: dict | None = None) -> dict:
+    """mCE and relative mCE of every model against `baseline` (Hendrycks & Dietterich).
+
+    `CE_c = sum_s err(model, c, s) / sum_s err(baseline, c, s)`; relative CE subtracts
+    each model's clean error first. `clean_accuracy` maps model -> clean accuracy
+    (default: accuracy at the first step of each corruption, averaged).
+
+    Returns:
+        `{model: {"mCE": ..., "relative_mCE": ..., "CE": {corruption: ...}}}`.
+    """
+    out = {}
+    models = list(dict.fromkeys(table["model"]))
+    if baseline not in models:
+        raise ValueError(f"baseline {baseline!r} is not among the swept models {models}.")
+
+    def clean(m):
+        if clean_accuracy and m in clean_accuracy:
+            return clean_accuracy[m]
+        rows = table[(table["model"] == m) & (table["step"] == 0)]
+        return float(rows["accuracy"].mean())
+
+    for m in models:
+        ce, rel = {}, {}
+        for c in dict.fromkeys(table["corruption"]):
+            of = table["corruption"] == c
+            err = 1.0 - table[(table["model"] == m) & of]["accuracy"].to_numpy()
+            base = 1.0 - table[(table["model"] == baseline) & of]["accuracy"].to_numpy()
+            ce[c] = float(err.sum() / max(base.sum(), 1e-12))
+            rel[c] = float((err - (1 - clean(m))).sum() /
+                           max((base - (1 - clean(baseline))).sum(), 1e-12))
+        out[m] = {"mCE": float(np.mean(list(ce.values()))),
+                  "relative_mCE": float(np.mean(list(rel.values()))), "CE": ce}
+    return out

@@ -1,9 +1,8 @@
-"""The main job as a plain function, callable from Python and from the CLI.
+"""The main job as plain functions, callable from Python and from the CLI.
 
-Until the training and sweep stages exist, the main job is the corruption study's
-kernel protocol on a built-in image: every corruption at every level of the study's
-schedule, with SSIM and PSNR to the clean image, written as a CSV table, a plot and
-a gallery.
+`run(config, out_dir)`: data -> corruption-type task -> train each model (or resume
+its checkpoint) -> sweep under the study's protocol -> report. `run_kernel_demo`
+is the kernel protocol alone on a bundled photograph (no training).
 """
 
 from __future__ import annotations
@@ -135,3 +134,163 @@ def run_kernel_demo(out_dir: str, *, seed: int = 0, log: Callable[[str], None] =
         raise
     log(f"wrote {len(rows)} rows to {os.path.join(out_dir, 'results.csv')}")
     return out_dir
+
+
+# ----------------------------------------------------------------------------------
+# The main job.
+# ----------------------------------------------------------------------------------
+
+
+def _model_names(config) -> list[str]:
+    names, seen = [], {}
+    for m in config.models:
+        seen[m.name] = seen.get(m.name, 0) + 1
+        names.append(m.name if seen[m.name] == 1 else f"{m.name}_{seen[m.name]}")
+    return names
+
+
+def prepare(config, *, log: Callable[[str], None] = print):
+    """Loads the data, splits it and builds the train/test corruption tasks.
+
+    Returns:
+        `(dataset, test_indices, task_train, task_test)`.
+    """
+    from jaxrobust import data
+
+    ds = data.load(config.data.source, image_size=config.data.image_size,
+                   channels=config.data.channels, strict=config.data.strict,
+                   n=config.data.n_images, seed=config.seed, log=log)
+    log(f"data: {ds.source}, {len(ds.images)} images of {ds.images.shape[1:]}, "
+        f"classes {list(ds.class_names)}")
+    train_idx, test_idx = data.split(len(ds.images), test_fraction=config.data.test_fraction,
+                                     seed=config.seed)
+    key = jax.random.key(config.seed)
+    task_train = data.corruption_task(ds.images[train_idx], key=jax.random.fold_in(key, 1),
+                                      corruptions=tuple(config.task.corruptions))
+    task_test = data.corruption_task(ds.images[test_idx], key=jax.random.fold_in(key, 2),
+                                     corruptions=tuple(config.task.corruptions))
+    log(f"task: {len(task_train.images)} training and {len(task_test.images)} test images, "
+        f"classes {list(task_train.class_names)}")
+    return ds, test_idx, task_train, task_test
+
+
+def train_models(config, out_dir: str, *, task_train, task_test,
+                 log: Callable[[str], None] = print) -> dict:
+    """Trains (or resumes) every configured model in `out_dir/models/<name>`.
+
+    Returns:
+        name -> `TrainResult`.
+    """
+    from jaxrobust import config as config_lib
+    from jaxrobust import train
+
+    results = {}
+    for name, model_cfg in zip(_model_names(config), config.models, strict=True):
+        log(f"train {name} ({model_cfg.name}, width {model_cfg.width})")
+        results[name] = train.train(
+            model_cfg, config.train, train_images=task_train.images,
+            train_labels=task_train.labels, test_images=task_test.images,
+            test_labels=task_test.labels, class_names=task_train.class_names,
+            model_dir=os.path.join(out_dir, "models", name), seed=config.seed,
+            config=config_lib.to_dict(config), log=log)
+    return results
+
+
+def summarize(table, per_image, *, seed: int = 0) -> tuple[dict, dict]:
+    """Robustness summaries of a sweep, and bootstrap intervals per (model, corruption)."""
+    from jaxrobust import metrics as m
+
+    summary, intervals = {}, {}
+    for (model, name), rows in table.groupby(["model", "corruption"], sort=False):
+        correct = per_image[f"{name}/{model}/correct"]
+        lo, hi = m.bootstrap_interval(correct, seed=seed)
+        intervals[model, name] = (lo, hi)
+        summary.setdefault(model, {})[name] = {
+            "mean_accuracy": float(rows["accuracy"].mean()),
+            "auc": m.area_under_curve(rows["level"], rows["accuracy"]),
+            "critical_level": m.critical_level(rows["level"], rows["accuracy"]),
+            "accuracy_by_ssim": m.accuracy_by_ssim(per_image[f"{name}/ssim"], correct, bins=5),
+        }
+    models = list(dict.fromkeys(table["model"]))
+    if len(models) > 1:
+        errors = m.corruption_errors(table, baseline=models[-1])
+        for model in models:
+            summary[model]["corruption_error_vs_" + models[-1]] = errors[model]
+    return summary, intervals
+
+
+def run(config, out_dir: str, *, log: Callable[[str], None] = print) -> dict:
+    """The main job: train every model, sweep it under the study's protocol, report.
+
+    Writes into `out_dir`: `models/<name>/` (checkpoints; a rerun resumes),
+    `results.csv`, `per_image.npz`, `summary.json`, the PNG plots and `report.html`.
+    Report files are written to a temporary folder and moved in at the end, so a
+    failed run leaves no half-written report.
+
+    Returns:
+        The summary dict.
+    """
+    import json
+
+    import yaml
+
+    from jaxrobust import config as config_lib
+    from jaxrobust import report, sweep
+
+    out_dir = os.path.abspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    if not os.access(out_dir, os.W_OK):
+        raise PermissionError(f"output folder {out_dir} is not writable; pass another --out.")
+    start = time.perf_counter()
+    ds, test_idx, task_train, task_test = prepare(config, log=log)
+    trained = train_models(config, out_dir, task_train=task_train, task_test=task_test, log=log)
+    classifiers = {n: (r.apply_fn, r.params) for n, r in trained.items()}
+    class_names = {n: list(r.metadata["class_names"]) for n, r in trained.items()}
+    log(f"sweep: {len(test_idx)} clean test images, protocol '{config.sweep.protocol}'")
+    table, per_image = sweep.run(
+        classifiers, ds.images[test_idx], ds.labels[test_idx],
+        corruptions=tuple(config.task.corruptions), key=jax.random.fold_in(
+            jax.random.key(config.seed), 3),
+        class_names=class_names, batch_size=config.sweep.batch_size,
+        target=config.sweep.target, ssim_threshold=config.sweep.ssim_threshold, log=log)
+    summary, intervals = summarize(table, per_image, seed=config.seed)
+    summary["_run"] = {"seconds": time.perf_counter() - start, "devices": str(jax.devices()),
+                       "test_accuracy": {n: r.history[-1]["test_accuracy"]
+                                         for n, r in trained.items() if r.history}}
+    tmp = tempfile.mkdtemp(prefix=".report-", dir=out_dir)
+    try:
+        table.to_csv(os.path.join(tmp, "results.csv"), index=False)
+        np.savez_compressed(os.path.join(tmp, "per_image.npz"), **per_image)
+        with open(os.path.join(tmp, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+        with open(os.path.join(tmp, "config.yaml"), "w") as f:
+            yaml.safe_dump(config_lib.to_dict(config), f, sort_keys=False)
+        figures = [
+            (report.plot_accuracy_vs_level(table, os.path.join(tmp, "accuracy_vs_level.png"),
+                                           ci=intervals), "Accuracy against corruption level"),
+            (report.plot_accuracy_vs_ssim(table, os.path.join(tmp, "accuracy_vs_ssim.png")),
+             "Accuracy against mean SSIM"),
+            (report.plot_ssim_vs_level(table, os.path.join(tmp, "ssim_vs_level.png")),
+             "SSIM against corruption level"),
+            (report.plot_confusion(per_image, class_names, os.path.join(tmp, "confusion.png")),
+             "Predicted class per level"),
+        ]
+        history = [dict(model=n, **h) for n, r in trained.items() for h in r.history]
+        import pandas as pd
+
+        report.write_report(
+            os.path.join(tmp, "report.html"), title="jaxrobust: corruption robustness sweep",
+            figures=figures,
+            tables=[("Training", pd.DataFrame(history)), ("Sweep results", table)],
+            summary=summary, config=config_lib.to_dict(config),
+            notes=[f"Data: {ds.source} ({len(ds.images)} images; "
+                   f"{len(test_idx)} clean test images swept).",
+                   "Target: " + config.sweep.target + ". Accuracy is the fraction of "
+                   "corrupted test images predicted as their corruption's class."])
+        for name in os.listdir(tmp):
+            os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log(f"wrote {os.path.join(out_dir, 'report.html')} "
+        f"({time.perf_counter() - start:.0f} s in all)")
+    return summary

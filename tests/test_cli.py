@@ -15,9 +15,26 @@ def test_corruptions_listing(capsys):
         assert name in out
 
 
-def test_run_writes_the_protocol_table(tmp_path):
+SMALL = ["--set", "data.n_images=12", "--set", "data.image_size=24", "--set", "train.epochs=1",
+         "--set", "models=[{name: small_cnn, width: 0.25, hidden: 8}]"]
+
+
+def test_run_trains_sweeps_and_reports(tmp_path):
     out = tmp_path / "run"
-    assert cli.main(["run", "--out", str(out)]) == 0
+    assert cli.main(["run", *SMALL, "--out", str(out)]) == 0
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 120  # every (model, corruption, step) of the protocol
+    for name in ("report.html", "summary.json", "accuracy_vs_level.png", "accuracy_vs_ssim.png",
+                 "ssim_vs_level.png", "confusion.png", "per_image.npz"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "models" / "small_cnn" / "model.json").exists()
+    assert not [p for p in os.listdir(out) if p.startswith(".")]  # no temp leftovers
+
+
+def test_kernels_demo_writes_the_protocol_table(tmp_path):
+    out = tmp_path / "run"
+    assert cli.main(["kernels-demo", "--out", str(out)]) == 0
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
     expected = sum(len(corruptions.seed_levels(n)) for n in corruptions.names())
@@ -29,9 +46,12 @@ def test_run_writes_the_protocol_table(tmp_path):
     assert (out / "ssim_vs_level.png").stat().st_size > 0
 
 
-def test_run_refuses_a_non_empty_output_folder(tmp_path, capsys):
+def test_bad_config_and_kernels_demo_refuses_a_non_empty_folder(tmp_path, capsys):
+    assert cli.main(["run", "--set", "train.epoch=3", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown key train.epoch" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
     (tmp_path / "keep.txt").write_text("x")
-    assert cli.main(["run", "--out", str(tmp_path)]) == 2
+    assert cli.main(["kernels-demo", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "not empty" in err and err.count("\n") == 1
     assert os.listdir(tmp_path) == ["keep.txt"]

@@ -47,7 +47,8 @@ def names() -> list[str]:
     return list(_BACKBONES)
 
 
-def backbone(name: str, *, in_channels: int = 3, width: float = 1.0, seed: int = 0) -> nnx.Module:
+def backbone(name: str, *, in_channels: int = 3, width: float = 1.0, seed: int = 0,
+             bn_momentum: float = 0.99) -> nnx.Module:
     """A freshly initialised backbone (`include_top=False` network).
 
     Raises:
@@ -57,7 +58,8 @@ def backbone(name: str, *, in_channels: int = 3, width: float = 1.0, seed: int =
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(_BACKBONES)}.")
     if width <= 0:
         raise ValueError(f"width must be positive, got {width}.")
-    return _BACKBONES[name](in_channels=in_channels, width=width, rngs=nnx.Rngs(seed))
+    return _BACKBONES[name](in_channels=in_channels, width=width, bn_momentum=bn_momentum,
+                            rngs=nnx.Rngs(seed))
 
 
 def feature_shape(module: nnx.Module, input_shape: tuple[int, int, int]) -> tuple[int, ...]:
@@ -69,7 +71,8 @@ def feature_shape(module: nnx.Module, input_shape: tuple[int, int, int]) -> tupl
 
 
 def get(name: str, num_classes: int, *, input_shape: tuple[int, int, int],
-        width: float = 1.0, hidden: int = 1028, seed: int = 0) -> Classifier:
+        width: float = 1.0, hidden: int = 1028, seed: int = 0,
+        bn_momentum: float = 0.99) -> Classifier:
     """A backbone with the study's head (Flatten, Dense(hidden, relu), Dense(num_classes)).
 
     Args:
@@ -80,6 +83,7 @@ def get(name: str, num_classes: int, *, input_shape: tuple[int, int, int],
         width: multiplier on every backbone layer's filters (1.0 = Keras' network).
         hidden: units of the hidden dense layer (the study used 1028).
         seed: initialisation seed.
+        bn_momentum: batch-norm momentum in training (Keras: 0.99; short runs want 0.9).
     """
     if num_classes < 1:
         raise ValueError(f"num_classes must be at least 1, got {num_classes}.")
@@ -88,7 +92,8 @@ def get(name: str, num_classes: int, *, input_shape: tuple[int, int, int],
     in_channels = 1 if name == "small_cnn" and input_shape[-1] == 1 else 3
     if input_shape[-1] not in (1, in_channels):
         in_channels = input_shape[-1]
-    net = backbone(name, in_channels=in_channels, width=width, seed=seed)
+    net = backbone(name, in_channels=in_channels, width=width, seed=seed,
+                   bn_momentum=bn_momentum)
     return Classifier(net, feature_shape=feature_shape(net, input_shape),
                       num_classes=num_classes, hidden=hidden, rngs=nnx.Rngs(seed + 1))
 

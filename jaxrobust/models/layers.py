@@ -15,8 +15,10 @@ BN_EPSILON = 1e-3
 BN_MOMENTUM = 0.99
 
 
-def batch_norm(features: int, rngs: nnx.Rngs) -> nnx.BatchNorm:
-    return nnx.BatchNorm(features, epsilon=BN_EPSILON, momentum=BN_MOMENTUM, rngs=rngs)
+def batch_norm(features: int, rngs: nnx.Rngs, momentum: float = BN_MOMENTUM) -> nnx.BatchNorm:
+    """Keras' BatchNormalization (epsilon 1e-3). `momentum` only matters in training:
+    Keras' 0.99 needs a few hundred steps before the running statistics settle."""
+    return nnx.BatchNorm(features, epsilon=BN_EPSILON, momentum=momentum, rngs=rngs)
 
 
 class SeparableConv(nnx.Module):

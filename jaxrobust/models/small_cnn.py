@@ -11,7 +11,9 @@ from jaxrobust.models.layers import check_input, max_pool
 class SmallCNN(nnx.Module):
     """Two 3x3 conv + ReLU + 2x2 max-pool stages: `(N, H, W, C)` -> `(N, H/4, W/4, 64w)`."""
 
-    def __init__(self, *, in_channels: int = 1, width: float = 1.0, rngs: nnx.Rngs):
+    def __init__(self, *, in_channels: int = 1, width: float = 1.0,
+                 bn_momentum: float = 0.99, rngs: nnx.Rngs):
+        del bn_momentum  # no batch norm in this network
         self.in_channels = in_channels
         c1, c2 = max(1, round(32 * width)), max(1, round(64 * width))
         self.conv1 = nnx.Conv(in_channels, c1, (3, 3), padding="SAME", rngs=rngs)

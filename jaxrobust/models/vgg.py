@@ -18,7 +18,9 @@ class VGG16(nnx.Module):
     layer's filters (1.0 is Keras' network; smaller ones train in minutes on a CPU).
     """
 
-    def __init__(self, *, in_channels: int = 3, width: float = 1.0, rngs: nnx.Rngs):
+    def __init__(self, *, in_channels: int = 3, width: float = 1.0,
+                 bn_momentum: float = 0.99, rngs: nnx.Rngs):
+        del bn_momentum  # no batch norm in this network
         self.in_channels = in_channels
         convs, names = [], []
         features = in_channels

@@ -5,7 +5,8 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from jaxrobust.models.layers import SeparableConv, batch_norm, check_input, max_pool
+from jaxrobust.models.layers import SeparableConv, check_input, max_pool
+from jaxrobust.models.layers import batch_norm as _batch_norm
 
 
 class Xception(nnx.Module):
@@ -24,8 +25,12 @@ class Xception(nnx.Module):
         Chollet, "Xception: Deep Learning with Depthwise Separable Convolutions", 2017.
     """
 
-    def __init__(self, *, in_channels: int = 3, width: float = 1.0, rngs: nnx.Rngs):
+    def __init__(self, *, in_channels: int = 3, width: float = 1.0,
+                 bn_momentum: float = 0.99, rngs: nnx.Rngs):
         self.in_channels = in_channels
+
+        def batch_norm(features, rngs):
+            return _batch_norm(features, rngs, bn_momentum)
 
         def n(c):
             return max(1, round(c * width))

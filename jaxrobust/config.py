@@ -1,0 +1,176 @@
+"""Typed configuration: dataclasses loaded from YAML, with dotted overrides.
+
+A config file mirrors `Config`; keys it does not name keep their defaults, and a
+key that is not a field is an error (no silent typos). Overrides use dotted paths,
+with list items by index: `train.epochs=3`, `models.0.width=0.5`,
+`task.corruptions=[blur,noise]` (values are parsed as YAML).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from typing import Any
+
+import yaml
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where images come from. `source`: `phantom`, `digits`, `folder:PATH`, `tfds:NAME`."""
+
+    source: str = "phantom"
+    image_size: int = 64
+    channels: int = 1
+    n_images: int = 120          # phantom only
+    strict: bool = False         # folder: unreadable files are errors, not warnings
+    test_fraction: float = 0.25
+
+
+@dataclasses.dataclass
+class TaskConfig:
+    """The corruption-type task: which corruptions become classes."""
+
+    corruptions: list[str] = dataclasses.field(
+        default_factory=lambda: ["scale_up", "median_blur", "gaussian_noise"])
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """One classifier: a backbone with the study's head."""
+
+    name: str = "small_cnn"
+    width: float = 1.0
+    hidden: int = 1028
+    bn_momentum: float = 0.99   # Keras' default; 0.9 settles faster in short runs
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Optimisation: Adam (or `sgd`) on cross-entropy."""
+
+    epochs: int = 5
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"
+
+
+@dataclasses.dataclass
+class SweepConfig:
+    """The intensity sweep: `protocol: seed` is the study's schedule."""
+
+    protocol: str = "seed"
+    batch_size: int = 64
+    target: str = "corruption_type"
+    ssim_threshold: float | None = None
+
+
+@dataclasses.dataclass
+class Config:
+    """A whole run."""
+
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    task: TaskConfig = dataclasses.field(default_factory=TaskConfig)
+    models: list[ModelConfig] = dataclasses.field(default_factory=lambda: [ModelConfig()])
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    sweep: SweepConfig = dataclasses.field(default_factory=SweepConfig)
+    seed: int = 0
+
+
+def _build(cls, raw: Any, where: str):
+    if dataclasses.is_dataclass(cls):
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"config: {where or 'the file'} must be a mapping, got {raw!r}.")
+        hints = typing.get_type_hints(cls)
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - fields)
+        if unknown:
+            prefix = f"{where}." if where else ""
+            raise ValueError(f"config: unknown key {prefix}{unknown[0]}; "
+                             f"known keys here: {', '.join(sorted(fields))}.")
+        return cls(**{k: _build(hints[k], v, f"{where}.{k}" if where else k)
+                      for k, v in raw.items()})
+    origin = typing.get_origin(cls)
+    if origin is list:
+        (item,) = typing.get_args(cls)
+        if not isinstance(raw, list):
+            raise ValueError(f"config: {where} must be a list, got {raw!r}.")
+        return [_build(item, v, f"{where}.{i}") for i, v in enumerate(raw)]
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        args = [a for a in typing.get_args(cls) if a is not type(None)]
+        return None if raw is None else _build(args[0], raw, where)
+    if cls is float and isinstance(raw, int) and not isinstance(raw, bool):
+        return float(raw)
+    if cls in (int, float, str, bool) and not (isinstance(raw, cls) and
+                                              not (cls is int and isinstance(raw, bool))):
+        raise ValueError(f"config: {where} must be {cls.__name__}, got {raw!r}.")
+    return raw
+
+
+def _set(tree: dict, path: list[str], value, full: str):
+    node: Any = tree
+    for i, part in enumerate(path[:-1]):
+        if isinstance(node, list):
+            node = node[int(part)]
+            continue
+        if part not in node or node[part] is None:
+            node[part] = [] if path[i + 1].isdigit() else {}
+        node = node[part]
+    last = path[-1]
+    if isinstance(node, list):
+        index = int(last)
+        if index == len(node):
+            node.append(value)
+        elif 0 <= index < len(node):
+            node[index] = value
+        else:
+            raise ValueError(f"override {full}: index {index} out of range.")
+    else:
+        node[last] = value
+
+
+def _merge(base, raw):
+    if isinstance(base, dict) and isinstance(raw, dict):
+        out = dict(base)
+        for k, v in raw.items():
+            out[k] = _merge(base.get(k), v) if k in base else v
+        return out
+    return raw
+
+
+def load(path: str | None = None, overrides: list[str] = ()) -> Config:
+    """Reads a YAML config (or the defaults), applies `key=value` overrides, validates.
+
+    Raises:
+        ValueError: missing file, bad YAML, unknown key, ill-typed value, bad override.
+    """
+    raw: dict = dataclasses.asdict(Config())
+    if path is not None:
+        if not os.path.isfile(path):
+            raise ValueError(f"config file {path} does not exist.")
+        try:
+            with open(path) as f:
+                loaded = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise ValueError(f"config file {path} is not valid YAML: {e}") from e
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ValueError(f"config file {path} must hold a mapping at the top level.")
+        raw = _merge(raw, loaded or {})
+        if loaded and "models" in loaded:
+            raw["models"] = [_merge(dataclasses.asdict(ModelConfig()), m) if isinstance(m, dict)
+                             else m for m in loaded["models"]]
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {item!r} must look like key=value, e.g. train.epochs=3.")
+        value = yaml.safe_load(text) if text else ""
+        _set(raw, key.strip().split("."), value, item)
+    return _build(Config, raw, "")
+
+
+def to_dict(config: Config) -> dict:
+    """The config as plain data (for YAML/JSON next to the results)."""
+    return dataclasses.asdict(config)

@@ -1,0 +1,34 @@
+"""Data: image sources and the corruption-type task.
+
+Sources return float32 `(N, H, W, C)` images in [0, 1] with labels and class
+names: `phantom` (synthetic ultrasound), `digits` (scikit-learn's), `folder:PATH`
+and `tfds:NAME`.
+"""
+
+from jaxrobust.data.sources import (
+    PHANTOM_CLASSES,
+    Dataset,
+    load,
+    load_digits,
+    load_folder,
+    load_phantom,
+    load_tfds,
+    quantize,
+)
+from jaxrobust.data.task import ORIGINAL, Task, corruption_task, level_range, split
+
+__all__ = [
+    "ORIGINAL",
+    "PHANTOM_CLASSES",
+    "Dataset",
+    "Task",
+    "corruption_task",
+    "level_range",
+    "load",
+    "load_digits",
+    "load_folder",
+    "load_phantom",
+    "load_tfds",
+    "quantize",
+    "split",
+]

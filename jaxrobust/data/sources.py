@@ -1,0 +1,255 @@
+"""Image sources: a folder of files, scikit-learn's digits, a synthetic ultrasound
+phantom, and TensorFlow Datasets. Each returns a `Dataset` of float32 images
+`(N, H, W, C)` in [0, 1], integer labels and class names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+
+import numpy as np
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """Images with labels. `images`: float32 `(N, H, W, C)` in [0, 1]; `labels`: int32 `(N,)`."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: tuple[str, ...]
+    source: str
+
+    def __post_init__(self):
+        if self.images.ndim != 4:
+            raise ValueError(f"{self.source}: images must be (N, H, W, C), "
+                             f"got {self.images.shape}.")
+        if len(self.images) != len(self.labels):
+            raise ValueError(f"{self.source}: {len(self.images)} images but "
+                             f"{len(self.labels)} labels.")
+        if not np.all(np.isfinite(self.images)):
+            raise ValueError(f"{self.source}: images contain NaN or inf values.")
+
+
+def quantize(images: np.ndarray) -> np.ndarray:
+    """Rounds float images in [0, 1] to the 256 levels `k / 255` (the study's uint8 pipeline)."""
+    return (np.round(np.clip(images, 0.0, 1.0) * 255.0) / 255.0).astype(np.float32)
+
+
+def _resize(image: np.ndarray, size: int) -> np.ndarray:
+    from skimage.transform import resize
+
+    return resize(image, (size, size) + image.shape[2:], order=1, anti_aliasing=True,
+                  preserve_range=True)
+
+
+# ------------------------------------------------------------------ folder
+
+
+def _label_of(root: str, path: str) -> str:
+    rel = os.path.relpath(path, root)
+    parts = rel.split(os.sep)
+    if len(parts) > 1:
+        return parts[0]  # sub-folder layout: root/<class>/<file>
+    stem = os.path.splitext(parts[0])[0]
+    return stem.split("_")[0] if "_" in stem else stem  # the study's layout: BPD_001.png
+
+
+def load_folder(root: str, *, image_size: int, channels: int = 1, strict: bool = False,
+                log=print) -> Dataset:
+    """Every image file under `root`, labelled by sub-folder or by file-name prefix.
+
+    Files are read with scikit-image, converted to grayscale (`channels=1`) or RGB
+    (`channels=3`), resized to `image_size` square and re-quantised to 8 bits.
+    Unreadable and non-image files are reported by name: skipped with a warning, or
+    an error with `strict=True`.
+
+    Raises:
+        ValueError: missing or empty folder, no readable images, a strict failure.
+    """
+    from skimage import color, io
+
+    if not os.path.isdir(root):
+        raise ValueError(f"folder:{root} does not exist or is not a folder.")
+    paths = sorted(os.path.join(d, f) for d, _, files in os.walk(root) for f in files
+                   if not f.startswith("."))
+    if not paths:
+        raise ValueError(f"folder:{root} is empty; put image files in it "
+                         "(class from sub-folder names or from the file-name prefix).")
+    images, names, problems = [], [], []
+    for path in paths:
+        if not path.lower().endswith(IMAGE_EXTENSIONS):
+            problems.append((path, "not an image file (by extension)"))
+            continue
+        try:
+            image = np.asarray(io.imread(path))
+        except Exception as e:  # noqa: BLE001 - every reader error means "unreadable"
+            problems.append((path, f"unreadable ({type(e).__name__}: {e})"))
+            continue
+        if image.ndim == 3 and image.shape[-1] == 4:
+            image = color.rgba2rgb(image)
+        if image.dtype.kind in "ui":
+            image = image / float(np.iinfo(image.dtype).max)
+        image = image.astype(np.float64)
+        if image.ndim == 2:
+            image = image[..., None]
+        if not np.all(np.isfinite(image)):
+            problems.append((path, "contains NaN or inf pixels"))
+            continue
+        if channels == 1 and image.shape[-1] == 3:
+            image = color.rgb2gray(image)[..., None]
+        elif channels == 3 and image.shape[-1] == 1:
+            image = np.repeat(image, 3, axis=-1)
+        images.append(_resize(image, image_size))
+        names.append(_label_of(root, path))
+    for path, why in problems:
+        if strict:
+            raise ValueError(f"{path}: {why}; remove it or run without --strict to skip it.")
+        warnings.warn(f"skipping {path}: {why}", stacklevel=2)
+        log(f"warning: skipping {path}: {why}")
+    if not images:
+        raise ValueError(f"folder:{root} has no readable images ({len(problems)} files skipped).")
+    class_names = tuple(sorted(set(names)))
+    labels = np.asarray([class_names.index(n) for n in names], np.int32)
+    return Dataset(quantize(np.asarray(images)), labels, class_names, f"folder:{root}")
+
+
+# ------------------------------------------------------------------ digits
+
+
+def load_digits(*, image_size: int = 28) -> Dataset:
+    """scikit-learn's bundled 8x8 handwritten digits (1797 images), upscaled to `image_size`."""
+    try:
+        from sklearn.datasets import load_digits as sk_load_digits
+    except ImportError as e:
+        raise ValueError("the digits source needs scikit-learn: pip install scikit-learn") from e
+    bunch = sk_load_digits()
+    small = bunch.images / 16.0
+    images = np.stack([_resize(im, image_size) for im in small])[..., None]
+    return Dataset(quantize(images), bunch.target.astype(np.int32),
+                   tuple(str(d) for d in range(10)), "digits")
+
+
+# ------------------------------------------------------------------ phantom
+
+PHANTOM_CLASSES = ("head", "abdomen", "femur")
+
+
+def _phantom_image(rng: np.random.Generator, label: int, size: int) -> np.ndarray:
+    from scipy import ndimage
+
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    # Sector-shaped field of view with the probe at the top centre.
+    dx, dy = xx - 0.5, yy + 0.08
+    radius, angle = np.hypot(dx, dy), np.arctan2(dx, dy)
+    half_angle = rng.uniform(0.55, 0.7)
+    fov = (np.abs(angle) < half_angle) & (radius > 0.12) & (radius < 1.02)
+    tissue = 0.35 + 0.1 * ndimage.gaussian_filter(rng.standard_normal((size, size)), size / 12)
+    cy, cx = rng.uniform(0.45, 0.6), rng.uniform(0.4, 0.6)
+    a, b = rng.uniform(0.18, 0.26), rng.uniform(0.13, 0.2)
+    theta = rng.uniform(0, np.pi)
+    u = ((xx - cx) * np.cos(theta) + (yy - cy) * np.sin(theta)) / a
+    v = (-(xx - cx) * np.sin(theta) + (yy - cy) * np.cos(theta)) / b
+    r = np.hypot(u, v)
+    if label == 0:  # head: bright skull ring around dark brain with a midline echo
+        tissue = np.where(r < 1.0, 0.15, tissue)
+        tissue += 0.75 * np.exp(-((r - 1.0) / 0.07) ** 2)
+        tissue += 0.35 * (np.abs(v) < 0.05) * (r < 0.9)
+    elif label == 1:  # abdomen: rounder, softer outline, dark stomach bubble
+        tissue = np.where(r < 1.0, 0.3, tissue) + 0.35 * np.exp(-((r - 1.0) / 0.12) ** 2)
+        tissue = np.where(np.hypot(u + 0.3, v - 0.2) < 0.3, 0.05, tissue)
+    else:  # femur: a bright, thin bone with an acoustic shadow beneath it
+        along, across = u * a / 0.3, v * b / 0.02
+        bone = (np.abs(along) < 1.0) & (np.abs(across) < 1.0)
+        tissue = np.where(bone, 0.95, tissue)
+        shadow = ndimage.binary_dilation(bone, iterations=1)
+        for _ in range(int(size * 0.15)):
+            shadow = shadow | np.roll(shadow, 1, axis=0)
+        tissue = np.where(shadow & ~bone, tissue * 0.35, tissue)
+    # Speckle: Rayleigh-distributed magnitude of smoothed complex noise.
+    speckle = np.hypot(ndimage.gaussian_filter(rng.standard_normal((size, size)), 0.8),
+                       ndimage.gaussian_filter(rng.standard_normal((size, size)), 0.8))
+    speckle /= speckle.mean()
+    attenuation = np.exp(-1.2 * radius)
+    image = np.clip(tissue, 0, 1) * speckle * attenuation * 1.3 * fov
+    image = ndimage.gaussian_filter(image, 0.5)
+    return np.clip(image, 0.0, 1.0)
+
+
+def load_phantom(n: int = 96, *, image_size: int = 64, seed: int = 0) -> Dataset:
+    """A deterministic synthetic B-mode ultrasound set (SYNTHETIC: not patient data).
+
+    Sector-shaped field of view, speckle, depth attenuation, and one of three
+    anatomies per image (`head`: skull ring with midline echo; `abdomen`: round
+    outline with a dark stomach; `femur`: bright bone with its acoustic shadow).
+    It exists so that the corruption study's pipeline runs out of the box.
+    """
+    if n < 1:
+        raise ValueError(f"phantom: need at least one image, got n={n}.")
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n, dtype=np.int32) % len(PHANTOM_CLASSES)
+    images = np.stack([_phantom_image(rng, int(c), image_size) for c in labels])[..., None]
+    return Dataset(quantize(images), labels, PHANTOM_CLASSES, "phantom")
+
+
+# ------------------------------------------------------------------ tfds
+
+
+def load_tfds(name: str, *, image_size: int, channels: int = 1, split: str = "train",
+              limit: int | None = None, data_dir: str | None = None) -> Dataset:
+    """A TensorFlow Datasets set prepared locally, read with `tfds.data_source`.
+
+    No TensorFlow is needed and nothing is downloaded: the data must already be in
+    `data_dir` (TFDS' default if None). Needs the optional `tensorflow-datasets`.
+    """
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as e:
+        raise ValueError(f"tfds:{name} needs tensorflow-datasets: "
+                         "pip install tensorflow-datasets") from e
+    try:
+        source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+        builder = tfds.builder(name, data_dir=data_dir)
+        label_names = builder.info.features["label"].names
+    except Exception as e:  # noqa: BLE001 - tfds raises many kinds for "not prepared"
+        raise ValueError(f"tfds:{name} is not available locally ({type(e).__name__}: {e}); "
+                         "prepare it first with tfds.builder(name).download_and_prepare().") from e
+    count = len(source) if limit is None else min(limit, len(source))
+    images, labels = [], []
+    for i in range(count):
+        example = source[i]
+        image = np.asarray(example["image"], np.float64) / 255.0
+        if image.ndim == 2:
+            image = image[..., None]
+        if channels == 1 and image.shape[-1] == 3:
+            image = image.mean(-1, keepdims=True)
+        elif channels == 3 and image.shape[-1] == 1:
+            image = np.repeat(image, 3, -1)
+        images.append(_resize(image, image_size))
+        labels.append(int(example["label"]))
+    if not images:
+        raise ValueError(f"tfds:{name} split {split!r} is empty.")
+    return Dataset(quantize(np.asarray(images)), np.asarray(labels, np.int32),
+                   tuple(label_names), f"tfds:{name}")
+
+
+def load(source: str, *, image_size: int, channels: int = 1, strict: bool = False,
+         n: int = 96, seed: int = 0, log=print) -> Dataset:
+    """Loads `source`: `phantom`, `digits`, `folder:PATH` or `tfds:NAME`."""
+    if source == "phantom":
+        ds = load_phantom(n, image_size=image_size, seed=seed)
+        if channels == 3:
+            ds = dataclasses.replace(ds, images=np.repeat(ds.images, 3, -1))
+        return ds
+    if source == "digits":
+        return load_digits(image_size=image_size)
+    if source.startswith("folder:"):
+        return load_folder(os.path.expanduser(source[len("folder:"):]), image_size=image_size,
+                           channels=channels, strict=strict, log=log)
+    if source.startswith("tfds:"):
+        return load_tfds(source[len("tfds:"):], image_size=image_size, channels=channels)
+    raise ValueError(f"unknown data source {source!r}; use phantom, digits, folder:PATH "
+                     "or tfds:NAME.")

@@ -1,0 +1,17 @@
+"""Plots (PNG) and the self-contained HTML report."""
+
+from jaxrobust.report.html import write_report
+from jaxrobust.report.plots import (
+    plot_accuracy_vs_level,
+    plot_accuracy_vs_ssim,
+    plot_confusion,
+    plot_ssim_vs_level,
+)
+
+__all__ = [
+    "plot_accuracy_vs_level",
+    "plot_accuracy_vs_ssim",
+    "plot_confusion",
+    "plot_ssim_vs_level",
+    "write_report",
+]

@@ -1,0 +1,117 @@
+"""Matplotlib figures of a sweep table (one PNG each)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _level_label(name: str) -> str:
+    from jaxrobust import corruptions
+
+    return corruptions.get(name).level_meaning.split(",")[0].split("(")[0].strip()
+
+
+def plot_accuracy_vs_level(table, path: str, *, ci: dict | None = None) -> str:
+    """Accuracy against level, one panel per corruption, one line per model."""
+    plt = _plt()
+    names = list(dict.fromkeys(table["corruption"]))
+    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        for model, rows in table[table["corruption"] == name].groupby("model", sort=False):
+            line, = ax.plot(rows["level"], rows["accuracy"], marker=".", label=model)
+            if ci and (model, name) in ci:
+                lo, hi = ci[model, name]
+                ax.fill_between(rows["level"], lo, hi, color=line.get_color(), alpha=0.15)
+        ax.set_title(name)
+        ax.set_xlabel(_level_label(name))
+        ax.set_ylabel("accuracy")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("Accuracy against corruption level (shaded: 95% bootstrap interval)",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_accuracy_vs_ssim(table, path: str) -> str:
+    """Accuracy against mean SSIM to the clean image, one line per (model, corruption)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    styles = ["-", "--", ":", "-."]
+    for i, (model, rows) in enumerate(table.groupby("model", sort=False)):
+        for name, r in rows.groupby("corruption", sort=False):
+            order = np.argsort(r["ssim_mean"].to_numpy())
+            ax.plot(r["ssim_mean"].to_numpy()[order], r["accuracy"].to_numpy()[order],
+                    styles[i % len(styles)], marker=".", label=f"{model} / {name}")
+    ax.set_xlabel("mean SSIM to the clean image")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title("Accuracy against structural similarity")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_ssim_vs_level(table, path: str) -> str:
+    """Mean SSIM (± std) against level, one panel per corruption."""
+    plt = _plt()
+    first = table[table["model"] == table["model"].iloc[0]]
+    names = list(dict.fromkeys(first["corruption"]))
+    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        r = first[first["corruption"] == name]
+        ax.errorbar(r["level"], r["ssim_mean"], yerr=r["ssim_std"], marker=".", capsize=2)
+        ax.set_title(name)
+        ax.set_xlabel(_level_label(name))
+        ax.set_ylabel("SSIM to the clean image")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_confusion(per_image: dict, class_names: dict, path: str) -> str:
+    """Predicted classes of the corrupted images: one matrix per (model, corruption).
+
+    Rows are the sweep steps (levels, low to high), columns the predicted classes;
+    each cell is the fraction of images.
+    """
+    plt = _plt()
+    keys = sorted(k for k in per_image if k.endswith("/pred"))
+    models = list(dict.fromkeys(k.split("/")[1] for k in keys))
+    names = list(dict.fromkeys(k.split("/")[0] for k in keys))
+    fig, axes = plt.subplots(len(models), len(names), squeeze=False,
+                             figsize=(3.6 * len(names), 3.2 * len(models)))
+    for i, m in enumerate(models):
+        classes = class_names[m]
+        for j, name in enumerate(names):
+            pred = per_image[f"{name}/{m}/pred"]
+            counts = np.stack([np.bincount(p, minlength=len(classes)) for p in pred])
+            frac = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+            ax = axes[i, j]
+            im = ax.imshow(frac, aspect="auto", vmin=0, vmax=1, cmap="viridis")
+            ax.set_xticks(range(len(classes)))
+            ax.set_xticklabels(classes, rotation=35, ha="right", fontsize=7)
+            ax.set_ylabel("step (level increasing)", fontsize=8)
+            ax.set_title(f"{m}: {name}", fontsize=9)
+    fig.colorbar(im, ax=axes, shrink=0.8, label="fraction predicted")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path

@@ -1,0 +1,92 @@
+"""The sweep engine against a plain per-level loop, chunking, and bad input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxrobust import corruptions, models, sweep
+from jaxrobust.metrics import area_under_curve, bootstrap_interval, critical_level, ssim
+
+CLASSES = ["original", "scale_up", "median_blur", "gaussian_noise"]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    rng = np.random.default_rng(0)
+    images = (rng.integers(0, 256, (5, 20, 20, 1)) / 255).astype(np.float32)
+    net = models.get("small_cnn", num_classes=4, input_shape=(20, 20, 1), width=0.25, hidden=8)
+    apply_fn, params = models.pure(net)
+    levels = {"scale_up": np.array([0.0, 1.5, 4.0], np.float32),
+              "median_blur": np.array([0.0, 2.0, 5.0], np.float32),
+              "gaussian_noise": np.array([0.0, 0.05, 0.2], np.float32)}
+    return images, apply_fn, params, levels
+
+
+def _run(setup, **kw):
+    images, apply_fn, params, levels = setup
+    return sweep.run({"m": (apply_fn, params)}, images, np.arange(5) % 4,
+                     levels=levels, key=jax.random.key(1), class_names={"m": CLASSES},
+                     log=lambda s: None, **kw)
+
+
+def test_results_do_not_depend_on_batch_size(setup):
+    a, pa = _run(setup, batch_size=2)
+    b, pb = _run(setup, batch_size=64)
+    cols = ["accuracy", "ssim_mean", "ssim_std", "confidence", "loss"]
+    np.testing.assert_allclose(a[cols].to_numpy(), b[cols].to_numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(pa["median_blur/m/pred"], pb["median_blur/m/pred"])
+
+
+def test_per_level_accuracy_equals_a_plain_loop(setup):
+    images, apply_fn, params, levels = setup
+    table, _ = _run(setup, batch_size=3)
+    key = jax.random.key(1)
+    for c, name in enumerate(corruptions.names()):
+        kernel = corruptions.get(name).apply
+        for step, level in enumerate(levels[name]):
+            preds, scores = [], []
+            for i, image in enumerate(images):
+                k = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(key, c), i), step)
+                bad = kernel(k, image, float(level))
+                scores.append(float(ssim(image, bad)))
+                preds.append(int(jnp.argmax(apply_fn(params, bad[None])[0])))
+            row = table[(table.corruption == name) & (table.step == step)].iloc[0]
+            assert row.accuracy == pytest.approx(np.mean(np.array(preds) == CLASSES.index(name)))
+            assert row.ssim_mean == pytest.approx(np.mean(scores), abs=1e-5)
+            assert row.level == pytest.approx(level)
+
+
+def test_labels_target_threshold_and_outputs(setup, tmp_path):
+    table, per = _run(setup, target="labels", out_dir=str(tmp_path))
+    assert (tmp_path / "results.csv").exists() and (tmp_path / "per_image.npz").exists()
+    assert len(table) == 9 and set(table.columns) >= {"model", "corruption", "step", "level",
+                                                      "n", "accuracy", "ssim_mean"}
+    lenient, _ = _run(setup, ssim_threshold=0.0)
+    strict, _ = _run(setup)
+    assert np.all(lenient.accuracy.to_numpy() >= strict.accuracy.to_numpy())
+
+
+def test_bad_input(setup):
+    images, apply_fn, params, levels = setup
+    clf = {"m": (apply_fn, params)}
+    kw = dict(key=jax.random.key(0), class_names={"m": CLASSES}, log=lambda s: None)
+    with pytest.raises(ValueError, match="unknown corruption"):
+        sweep.run(clf, images, corruptions=("fog",), **kw)
+    with pytest.raises(ValueError, match="levels for median_blur"):
+        sweep.run(clf, images, corruptions=("blur",), levels={"median_blur": [0, 40]}, **kw)
+    with pytest.raises(ValueError, match="one label per image"):
+        sweep.run(clf, images, np.zeros(3), **kw)
+    with pytest.raises(ValueError, match="has no class"):
+        sweep.run(clf, images, corruptions=("blur",), key=jax.random.key(0),
+                  class_names={"m": ["cat", "dog"]}, log=lambda s: None)
+
+
+def test_summaries():
+    levels = np.array([0, 1, 2, 3.0])
+    acc = np.array([1.0, 0.8, 0.4, 0.2])
+    assert area_under_curve(levels, acc) == pytest.approx((0.9 + 0.6 + 0.3) / 3)
+    assert critical_level(levels, acc) == 2.0
+    correct = np.array([[1, 1, 1, 1], [0, 1, 0, 1]], bool)
+    lo, hi = bootstrap_interval(correct, samples=200)
+    assert lo[0] == hi[0] == 1.0 and 0.0 <= lo[1] <= 0.5 <= hi[1] <= 1.0
