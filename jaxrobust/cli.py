@@ -105,10 +105,10 @@ def _cmd_corruptions(args) -> None:
 
 
 def _cmd_bench(args) -> None:
-    from jaxrobust.bench import kernels
+    from jaxrobust.bench import kernels, sweep
 
-    if args.suite == "kernels":
-        kernels.main(["--out", args.out] if args.out else [])
+    suite = {"kernels": kernels, "sweep": sweep}[args.suite]
+    suite.main(["--out", args.out] if args.out else [])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     lst.set_defaults(fn=_cmd_corruptions)
 
     bench = sub.add_parser("bench", help="speed against the reference libraries")
-    bench.add_argument("suite", choices=["kernels"])
+    bench.add_argument("suite", choices=["kernels", "sweep"])
     bench.add_argument("--out", help="results JSON path (default benchmarks/results/...)")
     bench.set_defaults(fn=_cmd_bench)
     return parser

@@ -38,6 +38,10 @@ def test_folder_subfolders_and_bad_folders(tmp_path, rng):
         _png(tmp_path / cls / "x.png", rng)
     ds = data.load(f"folder:{tmp_path}", image_size=8)
     assert ds.class_names == ("a", "b")
+    os.makedirs(tmp_path / "c")
+    (tmp_path / "c" / "readme.txt").write_text("no images here")
+    with pytest.raises(ValueError, match="class 'c' has no readable images"):
+        data.load(f"folder:{tmp_path}", image_size=8)
     empty = tmp_path / "empty"
     os.makedirs(empty)
     with pytest.raises(ValueError, match="is empty"):

@@ -112,6 +112,12 @@ def load_folder(root: str, *, image_size: int, channels: int = 1, strict: bool =
         log(f"warning: skipping {path}: {why}")
     if not images:
         raise ValueError(f"folder:{root} has no readable images ({len(problems)} files skipped).")
+    subfolders = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))
+                        and not d.startswith("."))
+    empty = [d for d in subfolders if d not in names]
+    if empty:
+        raise ValueError(f"folder:{root}: class {empty[0]!r} has no readable images; add images "
+                         "to it or remove the sub-folder.")
     class_names = tuple(sorted(set(names)))
     labels = np.asarray([class_names.index(n) for n in names], np.int32)
     return Dataset(quantize(np.asarray(images)), labels, class_names, f"folder:{root}")

@@ -97,8 +97,8 @@ def plot_confusion(per_image: dict, class_names: dict, path: str) -> str:
     keys = sorted(k for k in per_image if k.endswith("/pred"))
     models = list(dict.fromkeys(k.split("/")[1] for k in keys))
     names = list(dict.fromkeys(k.split("/")[0] for k in keys))
-    fig, axes = plt.subplots(len(models), len(names), squeeze=False,
-                             figsize=(3.6 * len(names), 3.2 * len(models)))
+    fig, axes = plt.subplots(len(models), len(names), squeeze=False, layout="constrained",
+                             figsize=(4.2 * len(names), 3.6 * len(models)))
     for i, m in enumerate(models):
         classes = class_names[m]
         for j, name in enumerate(names):
@@ -109,9 +109,11 @@ def plot_confusion(per_image: dict, class_names: dict, path: str) -> str:
             im = ax.imshow(frac, aspect="auto", vmin=0, vmax=1, cmap="viridis")
             ax.set_xticks(range(len(classes)))
             ax.set_xticklabels(classes, rotation=35, ha="right", fontsize=7)
-            ax.set_ylabel("step (level increasing)", fontsize=8)
+            ax.set_ylabel("sweep step", fontsize=8)
+            ax.yaxis.get_major_locator().set_params(integer=True)
             ax.set_title(f"{m}: {name}", fontsize=9)
     fig.colorbar(im, ax=axes, shrink=0.8, label="fraction predicted")
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    fig.suptitle("Predicted class of the corrupted test images at each step", fontsize=10)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
