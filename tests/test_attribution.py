@@ -1,0 +1,118 @@
+"""Attributions against Captum on the same network and weights (Flax -> PyTorch)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxrobust import attribution, models
+
+torch = pytest.importorskip("torch", reason="torch is not installed (pip install torch==2.13.0)")
+captum_attr = pytest.importorskip("captum.attr", reason="captum is not installed")
+
+SHAPE = (16, 16, 1)
+
+
+@pytest.fixture(scope="module")
+def nets():
+    net = models.get("small_cnn", num_classes=4, input_shape=SHAPE, width=0.25, hidden=16,
+                     seed=3)
+    apply_fn, params = models.pure(net)
+    b = net.backbone
+    c1, c2 = b.conv1.out_features, b.conv2.out_features
+
+    class Torch(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = torch.nn.Conv2d(1, c1, 3, padding=1)
+            self.conv2 = torch.nn.Conv2d(c1, c2, 3, padding=1)
+            self.fc1 = torch.nn.Linear(net.hidden.in_features, 16)
+            self.fc2 = torch.nn.Linear(16, 4)
+
+        def forward(self, x):
+            pool = torch.nn.functional.max_pool2d
+            x = pool(torch.relu(self.conv1(x)), 2)
+            x = pool(torch.relu(self.conv2(x)), 2)
+            x = x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)  # Flax flattens NHWC
+            return self.fc2(torch.relu(self.fc1(x)))
+
+    t = Torch()
+    with torch.no_grad():
+        for conv, ref in ((t.conv1, b.conv1), (t.conv2, b.conv2)):
+            conv.weight.copy_(torch.from_numpy(np.asarray(ref.kernel[...]).transpose(3, 2, 0, 1)))
+            conv.bias.copy_(torch.from_numpy(np.asarray(ref.bias[...])))
+        for lin, ref in ((t.fc1, net.hidden), (t.fc2, net.logits)):
+            lin.weight.copy_(torch.from_numpy(np.asarray(ref.kernel[...]).T))
+            lin.bias.copy_(torch.from_numpy(np.asarray(ref.bias[...])))
+    return apply_fn, params, t.eval()
+
+
+def _nchw(x):
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(x).transpose(0, 3, 1, 2)))
+
+
+def _close(ours, theirs):
+    theirs = theirs.detach().numpy().transpose(0, 2, 3, 1)
+    scale = np.abs(theirs).max()
+    np.testing.assert_allclose(np.asarray(ours), theirs, rtol=1e-4, atol=1e-4 * scale)
+
+
+@pytest.mark.parametrize("method", attribution.METHODS)
+def test_integrated_gradients_match_captum(rng, nets, method):
+    apply_fn, params, tnet = nets
+    x = rng.random((5, *SHAPE), dtype=np.float32)
+    targets = rng.integers(0, 4, 5)
+    np.testing.assert_allclose(np.asarray(apply_fn(params, x)),
+                               tnet(_nchw(x)).detach().numpy(), rtol=1e-4, atol=1e-5)
+    ours = attribution.integrated_gradients(apply_fn, params, x, targets, steps=24,
+                                            method=method, chunk_size=5)
+    ig = captum_attr.IntegratedGradients(tnet)
+    theirs = ig.attribute(_nchw(x), baselines=torch.zeros_like(_nchw(x)),
+                          target=torch.from_numpy(targets).long(), n_steps=24, method=method)
+    _close(ours, theirs)
+
+
+def test_saliency_and_input_x_gradient_match_captum(rng, nets):
+    apply_fn, params, tnet = nets
+    x = rng.random((3, *SHAPE), dtype=np.float32)
+    targets = rng.integers(0, 4, 3)
+    t = torch.from_numpy(targets).long()
+    _close(attribution.saliency(apply_fn, params, x, targets),
+           captum_attr.Saliency(tnet).attribute(_nchw(x), target=t))
+    _close(attribution.gradient_x_input(apply_fn, params, x, targets),
+           captum_attr.InputXGradient(tnet).attribute(_nchw(x), target=t))
+
+
+def test_completeness_delta_shrinks_with_steps_and_chunking_is_invisible(rng, nets):
+    apply_fn, params, _ = nets
+    x = rng.random((4, *SHAPE), dtype=np.float32)
+    targets = np.array([0, 1, 2, 3])
+    deltas = []
+    for steps in (4, 16, 64):
+        _, d = attribution.integrated_gradients(apply_fn, params, x, targets, steps=steps,
+                                                method="riemann_left", return_delta=True)
+        deltas.append(float(jnp.abs(d).mean()))
+    assert deltas[0] > deltas[1] > deltas[2]  # first-order rule: error ~ 1 / steps
+    a = attribution.integrated_gradients(apply_fn, params, x, targets, steps=20, chunk_size=3)
+    b = attribution.integrated_gradients(apply_fn, params, x, targets, steps=20, chunk_size=20)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_baselines_smoothgrad_and_bad_input(rng, nets):
+    apply_fn, params, _ = nets
+    x = rng.random((2, *SHAPE), dtype=np.float32)
+    for kind in ("black", "white", "blur"):
+        out = attribution.integrated_gradients(apply_fn, params, x, [0, 1], steps=8,
+                                               baseline=kind)
+        assert out.shape == x.shape and np.all(np.isfinite(np.asarray(out)))
+    out = attribution.integrated_gradients(apply_fn, params, x, 1, steps=8, baseline="uniform",
+                                           key=jax.random.key(0))
+    assert out.shape == x.shape
+    sg = attribution.smoothgrad(jax.random.key(1), apply_fn, params, x, [0, 1], samples=4)
+    assert sg.shape == x.shape
+    with pytest.raises(ValueError, match="unknown method"):
+        attribution.integrated_gradients(apply_fn, params, x, [0, 1], method="simpson")
+    with pytest.raises(ValueError, match="integer class indices"):
+        attribution.saliency(apply_fn, params, x, [0.5, 1.0])
+    with pytest.raises(ValueError, match=r"\(N, H, W, C\)"):
+        attribution.saliency(apply_fn, params, x[0], 0)
