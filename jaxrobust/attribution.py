@@ -211,8 +211,11 @@ def integrated_gradients(apply_fn: Callable, params, images, targets, *, baselin
         g = g.reshape((chunk,) + images.shape)
         return carry + jnp.tensordot(w.astype(g.dtype), g, axes=1), None
 
-    total, _ = jax.lax.scan(chunk_sum, jnp.zeros_like(images),
-                            (jnp.asarray(alphas, images.dtype), jnp.asarray(weights)))
+    path = (jnp.asarray(alphas, images.dtype), jnp.asarray(weights))
+    if alphas.shape[0] == 1:  # one chunk: no loop (XLA runs a scan body less well)
+        total, _ = chunk_sum(jnp.zeros_like(images), (path[0][0], path[1][0]))
+    else:
+        total, _ = jax.lax.scan(chunk_sum, jnp.zeros_like(images), path)
     attributions = diff * total
     if not return_delta:
         return attributions

@@ -105,9 +105,9 @@ def _cmd_corruptions(args) -> None:
 
 
 def _cmd_bench(args) -> None:
-    from jaxrobust.bench import kernels, sweep
+    from jaxrobust.bench import attribution, kernels, sweep
 
-    suite = {"kernels": kernels, "sweep": sweep}[args.suite]
+    suite = {"kernels": kernels, "sweep": sweep, "attribution": attribution}[args.suite]
     suite.main(["--out", args.out] if args.out else [])
 
 
@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     lst.set_defaults(fn=_cmd_corruptions)
 
     bench = sub.add_parser("bench", help="speed against the reference libraries")
-    bench.add_argument("suite", choices=["kernels", "sweep"])
+    bench.add_argument("suite", choices=["kernels", "sweep", "attribution"])
     bench.add_argument("--out", help="results JSON path (default benchmarks/results/...)")
     bench.set_defaults(fn=_cmd_bench)
     return parser
