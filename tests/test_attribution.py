@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from jaxrobust import attribution, models
+from jaxrobust.bench.attribution import torch_twin
 
 torch = pytest.importorskip("torch", reason="torch is not installed (pip install torch==2.13.0)")
 captum_attr = pytest.importorskip("captum.attr", reason="captum is not installed")
@@ -18,33 +19,7 @@ def nets():
     net = models.get("small_cnn", num_classes=4, input_shape=SHAPE, width=0.25, hidden=16,
                      seed=3)
     apply_fn, params = models.pure(net)
-    b = net.backbone
-    c1, c2 = b.conv1.out_features, b.conv2.out_features
-
-    class Torch(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = torch.nn.Conv2d(1, c1, 3, padding=1)
-            self.conv2 = torch.nn.Conv2d(c1, c2, 3, padding=1)
-            self.fc1 = torch.nn.Linear(net.hidden.in_features, 16)
-            self.fc2 = torch.nn.Linear(16, 4)
-
-        def forward(self, x):
-            pool = torch.nn.functional.max_pool2d
-            x = pool(torch.relu(self.conv1(x)), 2)
-            x = pool(torch.relu(self.conv2(x)), 2)
-            x = x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)  # Flax flattens NHWC
-            return self.fc2(torch.relu(self.fc1(x)))
-
-    t = Torch()
-    with torch.no_grad():
-        for conv, ref in ((t.conv1, b.conv1), (t.conv2, b.conv2)):
-            conv.weight.copy_(torch.from_numpy(np.asarray(ref.kernel[...]).transpose(3, 2, 0, 1)))
-            conv.bias.copy_(torch.from_numpy(np.asarray(ref.bias[...])))
-        for lin, ref in ((t.fc1, net.hidden), (t.fc2, net.logits)):
-            lin.weight.copy_(torch.from_numpy(np.asarray(ref.kernel[...]).T))
-            lin.bias.copy_(torch.from_numpy(np.asarray(ref.bias[...])))
-    return apply_fn, params, t.eval()
+    return apply_fn, params, torch_twin(net)
 
 
 def _nchw(x):

@@ -26,7 +26,8 @@ from jaxrobust import attribution, models
 from jaxrobust.bench.common import device_info, device_slug, print_table, time_call, write_json
 
 
-def _torch_twin(net):
+def torch_twin(net):
+    """A PyTorch copy (same weights) of a Flax `small_cnn` classifier, NCHW input."""
     import torch
 
     b = net.backbone
@@ -97,7 +98,7 @@ def run(steps_list=(16, 64, 256), batches=(1, 16, 64), size: int = 28, width: fl
     net = models.get("small_cnn", num_classes=10, input_shape=(size, size, 1), width=width,
                      hidden=64, seed=0)
     apply_fn, params = models.pure(net)
-    twin = _torch_twin(net)
+    twin = torch_twin(net)
     ig_torch = IntegratedGradients(twin)
     rng = np.random.default_rng(0)
     rows = []

@@ -4,12 +4,14 @@ from jaxrobust.report.html import write_report
 from jaxrobust.report.plots import (
     plot_accuracy_vs_level,
     plot_accuracy_vs_ssim,
+    plot_attribution_panels,
     plot_confusion,
     plot_ssim_vs_level,
 )
 
 __all__ = [
     "plot_accuracy_vs_level",
+    "plot_attribution_panels",
     "plot_accuracy_vs_ssim",
     "plot_confusion",
     "plot_ssim_vs_level",

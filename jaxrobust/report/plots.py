@@ -117,3 +117,35 @@ def plot_confusion(per_image: dict, class_names: dict, path: str) -> str:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_attribution_panels(images, maps, titles, path: str, *, suptitle: str = "") -> str:
+    """Rows of image | attribution heat map | overlay, as in the study's figures 35-38.
+
+    Args:
+        images: `(N, H, W, C)` images in [0, 1].
+        maps: `(N, H, W, C)` attributions (the channel magnitude is summed).
+        titles: one caption per row.
+    """
+    plt = _plt()
+    images, maps = np.asarray(images), np.abs(np.asarray(maps)).sum(-1)
+    n = len(images)
+    fig, axes = plt.subplots(n, 3, figsize=(6.6, 2.2 * n), squeeze=False)
+    for i in range(n):
+        shown = images[i][..., 0] if images.shape[-1] == 1 else images[i]
+        heat = maps[i] / max(maps[i].max(), 1e-12)
+        axes[i, 0].imshow(shown, cmap="gray", vmin=0, vmax=1)
+        axes[i, 0].set_title(titles[i], fontsize=7)
+        axes[i, 1].imshow(heat, cmap="inferno", vmin=0, vmax=1)
+        axes[i, 1].set_title("saliency", fontsize=7)
+        axes[i, 2].imshow(shown, cmap="gray", vmin=0, vmax=1)
+        axes[i, 2].imshow(heat, cmap="inferno", alpha=0.5, vmin=0, vmax=1)
+        axes[i, 2].set_title("overlay", fontsize=7)
+        for ax in axes[i]:
+            ax.axis("off")
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
