@@ -169,12 +169,7 @@ def _huang_chunked(codes, radius, max_radius: int):
 
 def _median_8bit(planes, radius, max_radius):
     """(P, H, W) float planes whose values are 8-bit levels -> exact medians."""
-    codes = jnp.clip(jnp.round(planes * 255.0), 0, 255).astype(jnp.int32)
-    # The float value of each code, taken from the image itself so that the output
-    # is bit-identical to the input's values whatever rounding produced them.
-    lut = jax.vmap(lambda c, x: jnp.zeros((256,), x.dtype).at[c.reshape(-1)].max(x.reshape(-1)))(
-        codes, planes
-    )
+    codes, lut = _codes_and_lut(planes)
     buckets = [b for b in _BUCKETS if b < max_radius] + [max_radius]
     branches = [functools.partial(_huang_chunked, max_radius=b) for b in buckets]
     which = jnp.searchsorted(jnp.asarray(buckets), jnp.max(radius))
@@ -182,11 +177,22 @@ def _median_8bit(planes, radius, max_radius):
     return jnp.take_along_axis(lut, med.reshape(med.shape[0], -1), axis=1).reshape(planes.shape)
 
 
-def _is_8bit(planes):
+def _codes_and_lut(planes):
+    """8-bit codes `round(255 x)` of `(P, H, W)` planes, and each plane's code -> value table.
+
+    The values come from the image itself, so that a median code maps back to a value
+    bit-identical to the input's whatever rounding produced the 8-bit levels.
+    """
     codes = jnp.clip(jnp.round(planes * 255.0), 0, 255).astype(jnp.int32)
     lut = jax.vmap(lambda c, x: jnp.zeros((256,), x.dtype).at[c.reshape(-1)].max(x.reshape(-1)))(
         codes, planes
     )
+    return codes, lut
+
+
+def _is_8bit(planes):
+    """Whether every plane's values are reproduced exactly by their 8-bit codes."""
+    codes, lut = _codes_and_lut(planes)
     back = jnp.take_along_axis(lut, codes.reshape(codes.shape[0], -1), axis=1)
     return jnp.all(back == planes.reshape(planes.shape[0], -1))
 
