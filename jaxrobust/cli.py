@@ -111,6 +111,48 @@ def _cmd_bench(args) -> None:
     suite.main(["--out", args.out] if args.out else [])
 
 
+def _cmd_attribute(args) -> None:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxrobust import attribution, pipeline, report, train
+
+    if not args.checkpoint:
+        raise ValueError("attribute needs --checkpoint MODEL_DIR, e.g. runs/demo/models/vgg16.")
+    cfg = _config(args)
+    apply_fn, params, meta = train.restore(args.checkpoint)
+    _, _, _, task = pipeline.prepare(cfg, log=lambda s: None)
+    if list(task.images.shape[1:]) != meta["input_shape"]:
+        raise ValueError(f"checkpoint takes images of shape {meta['input_shape']}, the config's "
+                         f"are {list(task.images.shape[1:])}; set data.image_size to match.")
+    if args.n < 1:
+        raise ValueError(f"--n must be at least 1, got {args.n}.")
+    idx = np.linspace(0, len(task.images) - 1, min(args.n, len(task.images))).astype(int)
+    images, labels = task.images[idx], task.labels[idx]
+    targets = np.asarray(jnp.argmax(apply_fn(params, jnp.asarray(images)), -1))
+    if args.method == "ig":
+        maps = attribution.integrated_gradients(apply_fn, params, images, targets,
+                                                steps=args.steps)
+    elif args.method == "smoothgrad":
+        maps = attribution.smoothgrad(jax.random.key(cfg.seed), apply_fn, params, images,
+                                      targets, absolute=True)
+    else:
+        maps = attribution.saliency(apply_fn, params, images, targets)
+    out = os.path.abspath(args.out or _default_out())
+    os.makedirs(out, exist_ok=True)
+    names = meta["class_names"]
+    titles = [f"true {names[y]}, predicted {names[t]}" for y, t in zip(labels, targets,
+                                                                       strict=True)]
+    tmp = os.path.join(out, ".attributions.tmp.npz")
+    np.savez_compressed(tmp, images=images, attributions=np.asarray(maps), labels=labels,
+                        predicted=targets, class_names=np.asarray(names))
+    os.replace(tmp, os.path.join(out, "attributions.npz"))
+    report.plot_attribution_panels(images, maps, titles, os.path.join(out, "attributions.png"),
+                                   suptitle=f"{meta['model']}: {args.method}")
+    print(f"wrote {len(idx)} attributions to {out}/attributions.npz and attributions.png")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jaxrobust",
@@ -137,6 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
     swp.add_argument("--checkpoint", action="append", metavar="MODEL_DIR",
                      help="a trained model folder (repeat for several)")
     swp.set_defaults(fn=_cmd_sweep)
+
+    att = with_config(sub.add_parser("attribute", help="attributions from a checkpoint"))
+    att.add_argument("--checkpoint", metavar="MODEL_DIR", help="a trained model folder")
+    att.add_argument("--method", choices=["saliency", "ig", "smoothgrad"], default="ig")
+    att.add_argument("--steps", type=int, default=50, help="IG path steps (default 50)")
+    att.add_argument("--n", type=int, default=8, help="test images to explain (default 8)")
+    att.set_defaults(fn=_cmd_attribute)
 
     demo = sub.add_parser("kernels-demo", help="the kernel protocol on a bundled photo")
     demo.add_argument("--out", help="output folder (default: runs/<timestamp>)")

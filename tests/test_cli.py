@@ -31,6 +31,15 @@ def test_run_trains_sweeps_and_reports(tmp_path):
         assert (out / name).stat().st_size > 0, name
     assert (out / "models" / "small_cnn" / "model.json").exists()
     assert not [p for p in os.listdir(out) if p.startswith(".")]  # no temp leftovers
+    # attributions from the trained checkpoint
+    att = tmp_path / "att"
+    assert cli.main(["attribute", *SMALL, "--checkpoint", str(out / "models" / "small_cnn"),
+                     "--method", "ig", "--steps", "8", "--n", "3", "--out", str(att)]) == 0
+    import numpy as np
+
+    saved = np.load(att / "attributions.npz")
+    assert saved["attributions"].shape == (3, 24, 24, 1)
+    assert (att / "attributions.png").stat().st_size > 0
 
 
 def test_kernels_demo_writes_the_protocol_table(tmp_path):
