@@ -59,13 +59,16 @@ def quadrature(method: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
     return alphas, weights
 
 
-def _check(images, targets, fn):
+def _check(images, targets, fn, *, several: bool = False):
     images = jnp.asarray(images)
     if images.ndim != 4:
         raise ValueError(f"{fn}: images must be a batch (N, H, W, C), got shape {images.shape}.")
     targets = jnp.asarray(targets)
     if targets.ndim == 0:
         targets = jnp.broadcast_to(targets, images.shape[:1])
+    if several and targets.ndim == 2 and targets.shape[0] == images.shape[0] \
+            and jnp.issubdtype(targets.dtype, jnp.integer):
+        return images, targets
     if targets.shape != images.shape[:1] or not jnp.issubdtype(targets.dtype, jnp.integer):
         raise ValueError(f"{fn}: targets must be {images.shape[0]} integer class indices, got "
                          f"{targets.dtype} {targets.shape}.")
@@ -78,6 +81,17 @@ def _target_grad(apply_fn, params, x, targets):
         logits = apply_fn(params, x)
         return jnp.sum(jnp.take_along_axis(logits, targets[:, None], axis=1))
     return jax.grad(total)(x)
+
+
+def target_gradients(apply_fn: Callable, params, x, targets):
+    """Gradients of several target logits per image from one forward pass.
+
+    `targets (N, T)` -> `(N, T, H, W, C)`: one forward pass and its VJP, applied to
+    the `T` one-hot output cotangents with `vmap` (what Captum does with `T` passes).
+    """
+    logits, vjp = jax.vjp(lambda x: apply_fn(params, x), x)
+    cotangents = jax.nn.one_hot(targets, logits.shape[-1], dtype=logits.dtype)  # (N, T, K)
+    return jax.vmap(lambda c: vjp(c)[0], in_axes=1, out_axes=1)(cotangents)
 
 
 def saliency(apply_fn: Callable, params, images, targets, *, absolute: bool = True):
@@ -181,7 +195,9 @@ def integrated_gradients(apply_fn: Callable, params, images, targets, *, baselin
     Args:
         apply_fn, params: the classifier, `apply_fn(params, (N, H, W, C)) -> (N, K)`.
         images: `(N, H, W, C)`.
-        targets: `(N,)` class index per image (or one int for all).
+        targets: `(N,)` class index per image (or one int for all), or `(N, T)` for
+            `T` targets per image, explained from the same forward passes (one VJP
+            per target, vmapped); attributions are then `(N, T, H, W, C)`.
         baseline: see `make_baseline` (default black).
         steps: number of path points.
         method: `riemann_left`, `riemann_right`, `riemann_middle`,
@@ -194,7 +210,8 @@ def integrated_gradients(apply_fn: Callable, params, images, targets, *, baselin
     Returns:
         Attributions `(N, H, W, C)`, and the deltas `(N,)` with `return_delta`.
     """
-    images, targets = _check(images, targets, "integrated_gradients")
+    images, targets = _check(images, targets, "integrated_gradients", several=True)
+    several = targets.ndim == 2
     base = make_baseline(baseline, images, key=key)
     alphas, weights = quadrature(method, steps)
     n = images.shape[0]
@@ -211,21 +228,75 @@ def integrated_gradients(apply_fn: Callable, params, images, targets, *, baselin
     def chunk_sum(carry, aw):
         a, w = aw  # (chunk,)
         x = base[None] + a[:, None, None, None, None] * diff[None]  # (chunk, N, H, W, C)
-        g = _target_grad(apply_fn, params, x.reshape((-1,) + images.shape[1:]),
-                         jnp.tile(targets, chunk))
-        g = g.reshape((chunk,) + images.shape)
+        x = x.reshape((-1,) + images.shape[1:])
+        if several:
+            g = target_gradients(apply_fn, params, x, jnp.tile(targets, (chunk, 1)))
+        else:
+            g = _target_grad(apply_fn, params, x, jnp.tile(targets, chunk))
+        g = g.reshape((chunk,) + carry.shape)
         return carry + jnp.tensordot(w.astype(g.dtype), g, axes=1), None
 
     path = (jnp.asarray(alphas, images.dtype), jnp.asarray(weights))
+    zeros = jnp.zeros((n, targets.shape[1], *images.shape[1:]) if several else images.shape,
+                      images.dtype)
     if alphas.shape[0] <= 8:  # few chunks: unrolled (XLA runs a loop body less well)
-        total = jnp.zeros_like(images)
+        total = zeros
         for k in range(alphas.shape[0]):
             total, _ = chunk_sum(total, (path[0][k], path[1][k]))
     else:
-        total, _ = jax.lax.scan(chunk_sum, jnp.zeros_like(images), path)
-    attributions = diff * total
+        total, _ = jax.lax.scan(chunk_sum, zeros, path)
+    attributions = (diff[:, None] if several else diff) * total
     if not return_delta:
         return attributions
-    f = lambda x: jnp.take_along_axis(apply_fn(params, x), targets[:, None], 1)[:, 0]
-    delta = jnp.sum(attributions, axis=(1, 2, 3)) - (f(images) - f(base))
+    picks = targets if several else targets[:, None]
+    f = lambda x: jnp.take_along_axis(apply_fn(params, x), picks, 1)
+    delta = jnp.sum(attributions, axis=(-3, -2, -1)) - (f(images) - f(base)).reshape(
+        attributions.shape[:-3])
     return attributions, delta
+
+
+def deletion_insertion(apply_fn: Callable, params, images, targets, attributions, *,
+                       fractions=None, baseline=None, key=None) -> dict:
+    """Deletion and insertion curves (faithfulness), all fractions in one compiled call.
+
+    Pixels are ranked by their attribution (summed over channels, largest first). For
+    each fraction `f`, *deletion* replaces the top `f` of the pixels with the baseline
+    and *insertion* starts from the baseline and puts back the top `f` of the pixels;
+    the target class's softmax probability is recorded. A faithful map makes deletion
+    fall fast (low area) and insertion rise fast (high area).
+
+    Args:
+        apply_fn, params: the classifier.
+        images: `(N, H, W, C)`; targets: `(N,)`; attributions: `(N, H, W, C)`.
+        fractions: 1-D fractions in [0, 1] (default 0, 0.05, ..., 1).
+        baseline: see `make_baseline` (default black).
+
+    Returns:
+        `{"fractions": (F,), "deletion": (N, F), "insertion": (N, F),
+        "deletion_auc": (N,), "insertion_auc": (N,)}` (areas by the trapezoid rule).
+
+    References:
+        Petsiuk et al., "RISE: Randomized Input Sampling for Explanation", 2018.
+    """
+    images, targets = _check(images, targets, "deletion_insertion")
+    attributions = jnp.asarray(attributions)
+    if attributions.shape != images.shape:
+        raise ValueError(f"deletion_insertion: attributions {attributions.shape} must have the "
+                         f"images' shape {images.shape}.")
+    fractions = jnp.linspace(0.0, 1.0, 21) if fractions is None else jnp.asarray(fractions)
+    base = make_baseline(baseline, images, key=key)
+    n, h, w, _ = images.shape
+    score = attributions.sum(-1).reshape(n, -1)
+    rank = jnp.argsort(jnp.argsort(-score, axis=1), axis=1).reshape(n, h, w, 1)
+
+    def at(f):
+        top = rank < jnp.round(f * h * w)
+        probs = lambda x: jnp.take_along_axis(jax.nn.softmax(apply_fn(params, x), -1),
+                                              targets[:, None], 1)[:, 0]
+        return probs(jnp.where(top, base, images)), probs(jnp.where(top, images, base))
+
+    deletion, insertion = jax.vmap(at)(fractions)  # (F, N) each
+    step = (fractions[1:] - fractions[:-1])[:, None]
+    area = lambda y: jnp.sum(step * (y[1:] + y[:-1]) / 2, axis=0)
+    return {"fractions": fractions, "deletion": deletion.T, "insertion": insertion.T,
+            "deletion_auc": area(deletion), "insertion_auc": area(insertion)}

@@ -91,3 +91,47 @@ def test_baselines_smoothgrad_and_bad_input(rng, nets):
         attribution.saliency(apply_fn, params, x, [0.5, 1.0])
     with pytest.raises(ValueError, match=r"\(N, H, W, C\)"):
         attribution.saliency(apply_fn, params, x[0], 0)
+
+
+def test_several_targets_in_one_pass_equal_separate_runs(rng, nets):
+    apply_fn, params, _ = nets
+    x = rng.random((3, *SHAPE), dtype=np.float32)
+    pairs = np.array([[0, 2], [1, 3], [2, 0]])
+    both, delta = attribution.integrated_gradients(apply_fn, params, x, pairs, steps=12,
+                                                   return_delta=True)
+    assert both.shape == (3, 2, *SHAPE) and delta.shape == (3, 2)
+    for j in range(2):
+        one, d = attribution.integrated_gradients(apply_fn, params, x, pairs[:, j], steps=12,
+                                                  return_delta=True)
+        np.testing.assert_allclose(np.asarray(both[:, j]), np.asarray(one), rtol=1e-5,
+                                   atol=1e-7)
+        np.testing.assert_allclose(np.asarray(delta[:, j]), np.asarray(d), atol=1e-5)
+
+
+def test_deletion_insertion_curves_in_one_call(rng, nets):
+    apply_fn, params, _ = nets
+    x = rng.random((2, *SHAPE), dtype=np.float32)
+    targets = np.array([1, 3])
+    maps = attribution.integrated_gradients(apply_fn, params, x, targets, steps=8)
+    traces = []
+
+    def curves(x, maps):
+        traces.append(1)
+        return attribution.deletion_insertion(apply_fn, params, x, targets, maps,
+                                              fractions=jnp.linspace(0, 1, 5))
+
+    out = jax.jit(curves)(x, maps)
+    assert len(traces) == 1 and out["deletion"].shape == (2, 5)
+    probs = lambda im: np.asarray(jax.nn.softmax(apply_fn(params, im), -1))[np.arange(2), targets]
+    np.testing.assert_allclose(np.asarray(out["deletion"][:, 0]), probs(x), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(out["deletion"][:, -1]), probs(np.zeros_like(x)),
+                               rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(out["insertion"][:, -1]), probs(x), rtol=1e-5)
+    # a plain loop over one fraction: delete the top half of the pixels by attribution
+    score = np.asarray(maps).sum(-1).reshape(2, -1)
+    for i in range(2):
+        top = np.argsort(-score[i])[: int(round(0.5 * score.shape[1]))]
+        edited = x[i].reshape(-1, 1).copy()
+        edited[top] = 0.0
+        p = np.asarray(jax.nn.softmax(apply_fn(params, edited.reshape(1, *SHAPE)), -1))[0]
+        assert out["deletion"][i, 2] == pytest.approx(p[targets[i]], rel=1e-5)
