@@ -135,3 +135,21 @@ def test_deletion_insertion_curves_in_one_call(rng, nets):
         edited[top] = 0.0
         p = np.asarray(jax.nn.softmax(apply_fn(params, edited.reshape(1, *SHAPE)), -1))[0]
         assert out["deletion"][i, 2] == pytest.approx(p[targets[i]], rel=1e-5)
+
+
+def test_attribution_drift_over_levels(rng, nets):
+    apply_fn, params, _ = nets
+    x = (rng.integers(0, 256, (3, *SHAPE)) / 255).astype(np.float32)
+    out = attribution.attribution_drift(jax.random.key(0), apply_fn, params, x, [0, 1, 2],
+                                        corruption="noise", levels=[0.0, 0.05, 0.3])
+    assert out["ssim"].shape == (3, 3) and out["rank_correlation"].shape == (3, 3)
+    # level 0 leaves the image (and so its map) unchanged
+    np.testing.assert_allclose(np.asarray(out["ssim"][0]), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(out["rank_correlation"][0]), 1.0, atol=1e-5)
+    assert float(out["rank_correlation"][2].mean()) < float(out["rank_correlation"][1].mean())
+    a = rng.random(50)
+    b = a + 0.3 * rng.random(50)
+    from scipy.stats import spearmanr
+
+    assert float(attribution._rank_correlation(jnp.asarray(a), jnp.asarray(b))) == \
+        pytest.approx(spearmanr(a, b).statistic, abs=1e-5)
