@@ -13,8 +13,6 @@ Run: `python benchmarks/attribution.py` or `jaxrobust bench attribution`.
 
 from __future__ import annotations
 
-import argparse
-import os
 import resource
 import time
 
@@ -23,7 +21,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrobust import attribution, models
-from jaxrobust.bench.common import device_info, device_slug, print_table, time_call, write_json
+from jaxrobust.bench.common import (
+    bench_parser,
+    device_info,
+    parse,
+    print_table,
+    save,
+    time_call,
+)
 
 
 def torch_twin(net):
@@ -182,16 +187,14 @@ def plot(payload: dict, path: str) -> str:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--steps", type=int, nargs="+", default=[16, 64, 256])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--no-memory-run", action="store_true")
-    parser.add_argument("--out", help="results JSON path (default: benchmarks/results/)")
-    args = parser.parse_args(argv)
+    parser.set_defaults(one_device=True)  # Captum and XLA each use the whole CPU
+    args = parse(parser, argv)
     payload = run(tuple(args.steps), tuple(args.batches), memory_run=not args.no_memory_run)
-    out = args.out or os.path.join("benchmarks", "results",
-                                   f"{device_slug(payload['device'])}-attribution.json")
-    write_json(out, payload)
+    out = save(payload, "attribution", args.out)
     plot(payload, out.replace(".json", ".png"))
     print_table(payload["rows"], [
         ("steps", "steps", "{}"), ("batch", "batch", "{}"),

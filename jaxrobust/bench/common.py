@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -77,3 +78,30 @@ def print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
     widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
     for i, line in enumerate(cells):
         print("  ".join(c.rjust(w) if i else c.ljust(w) for c, w in zip(line, widths, strict=True)))
+
+
+def bench_parser(doc: str) -> argparse.ArgumentParser:
+    """An argument parser with the options every benchmark takes: `--out`, `--one-device`."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--out", help="results JSON path (default: benchmarks/results/)")
+    parser.add_argument("--one-device", action="store_true",
+                        help="do not split a CPU into one device per core")
+    return parser
+
+
+def parse(parser: argparse.ArgumentParser, argv) -> argparse.Namespace:
+    """Parses `argv` and, unless `--one-device`, makes each CPU core a JAX device."""
+    from jaxrobust.sharding import use_cpu_cores
+
+    args = parser.parse_args(argv)
+    if not args.one_device:
+        use_cpu_cores()
+    return args
+
+
+def save(payload: dict, name: str, out: str | None = None) -> str:
+    """Writes `payload` to `out` or `benchmarks/results/<device>-<name>.json`; returns the path."""
+    out = out or os.path.join("benchmarks", "results",
+                              f"{device_slug(payload['device'])}-{name}.json")
+    write_json(out, payload)
+    return out

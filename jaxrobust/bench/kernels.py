@@ -13,8 +13,6 @@ Run: `python benchmarks/kernels.py` or `jaxrobust bench kernels`.
 
 from __future__ import annotations
 
-import argparse
-import os
 import time
 
 import jax
@@ -22,9 +20,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrobust import corruptions
-from jaxrobust.bench.common import device_info, device_slug, print_table, time_call, write_json
+from jaxrobust.bench.common import (
+    bench_parser,
+    device_info,
+    parse,
+    print_table,
+    save,
+    time_call,
+)
 from jaxrobust.metrics import ssim
-from jaxrobust.sharding import shard_batch, use_cpu_cores
+from jaxrobust.sharding import shard_batch
 
 _SOURCES = ("camera", "moon", "coins", "page", "text", "gravel", "grass", "brick")
 
@@ -149,23 +154,16 @@ def run(n: int = 64, size: int = 174, radii=(1, 5, 10, 19), ref_images: int = 16
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--size", type=int, default=174)
     parser.add_argument("--radii", type=int, nargs="+", default=[1, 5, 10, 19])
     parser.add_argument("--ref-images", type=int, default=16,
                         help="images the slow skimage median is timed on (default 16)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", help="results JSON path (default: benchmarks/results/)")
-    parser.add_argument("--one-device", action="store_true",
-                        help="do not split a CPU into one device per core")
-    args = parser.parse_args(argv)
-    if not args.one_device:
-        use_cpu_cores()
+    args = parse(parser, argv)
     payload = run(args.images, args.size, tuple(args.radii), args.ref_images, args.repeats)
-    out = args.out or os.path.join("benchmarks", "results",
-                                   f"{device_slug(payload['device'])}-kernels.json")
-    write_json(out, payload)
+    out = save(payload, "kernels", args.out)
     print()
     print_table(payload["rows"], [
         ("kernel", "kernel", "{}"), ("level", "level", "{:g}"), ("reference", "reference", "{}"),

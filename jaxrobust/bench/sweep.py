@@ -13,8 +13,6 @@ Run: `python benchmarks/sweep.py` or `jaxrobust bench sweep`.
 
 from __future__ import annotations
 
-import argparse
-import os
 import time
 
 import jax
@@ -22,9 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrobust import corruptions, models, sweep
-from jaxrobust.bench.common import device_info, device_slug, write_json
+from jaxrobust.bench.common import bench_parser, device_info, parse, save
 from jaxrobust.bench.kernels import bench_images
-from jaxrobust.sharding import use_cpu_cores
 
 CLASSES = ["original", "scale_up", "median_blur", "gaussian_noise"]
 
@@ -43,7 +40,7 @@ def _study_loop(apply_fn, params, images, seed: int = 0):
     accuracy = {}
     start = time.perf_counter()
     for c, name in enumerate(corruptions.names(), start=1):
-        for level in corruptions.seed_levels(name):
+        for level in corruptions.seed_levels(name, image_size=size):
             batch, scores = [], []
             for image in images[..., 0]:
                 if name == "scale_up":
@@ -68,9 +65,9 @@ def run(n: int = 64, ref_images: int = 8, size: int = 174, log=print) -> dict:
     net = models.get("small_cnn", num_classes=4, input_shape=(size, size, 1), width=0.5,
                      hidden=64)
     apply_fn, params = models.pure(net)
-    pairs = sum(len(corruptions.seed_levels(c)) for c in corruptions.names())
+    pairs = sum(len(corruptions.seed_levels(c, image_size=size)) for c in corruptions.names())
 
-    levels = {c: corruptions.seed_levels(c) for c in corruptions.names()}
+    levels = {c: corruptions.seed_levels(c, image_size=size) for c in corruptions.names()}
 
     def ours():
         return sweep.run({"cnn": (apply_fn, params)}, images, key=jax.random.key(0),
@@ -99,21 +96,14 @@ def run(n: int = 64, ref_images: int = 8, size: int = 174, log=print) -> dict:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--ref-images", type=int, default=8,
                         help="images the study's loop is timed on (default 8)")
     parser.add_argument("--size", type=int, default=174)
-    parser.add_argument("--out", help="results JSON path (default: benchmarks/results/)")
-    parser.add_argument("--one-device", action="store_true",
-                        help="do not split a CPU into one device per core")
-    args = parser.parse_args(argv)
-    if not args.one_device:
-        use_cpu_cores()
+    args = parse(parser, argv)
     payload = run(args.images, args.ref_images, args.size)
-    out = args.out or os.path.join("benchmarks", "results",
-                                   f"{device_slug(payload['device'])}-sweep.json")
-    write_json(out, payload)
+    out = save(payload, "sweep", args.out)
     print(f"speedup {payload['speedup']:.1f}x "
           f"({payload['jaxrobust_image_levels_per_s']:.0f} vs "
           f"{payload['reference_image_levels_per_s']:.0f} image-levels/s); wrote {out}")
