@@ -62,7 +62,7 @@ def protocol_table(image: np.ndarray, *, key: jax.Array, log: Callable[[str], No
     return rows, corrupted
 
 
-def _plot(rows, corrupted, image, out_dir):
+def _plot(rows, corrupted, out_dir):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -125,7 +125,7 @@ def run_kernel_demo(out_dir: str, *, seed: int = 0, log: Callable[[str], None] =
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-        _plot(rows, corrupted, image, tmp)
+        _plot(rows, corrupted, tmp)
         if os.path.exists(out_dir):
             os.rmdir(out_dir)
         os.replace(tmp, out_dir)

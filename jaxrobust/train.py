@@ -170,7 +170,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, *, train_images, train
             if i % max(1, len(batches) // 4) == 0 or i == len(batches):
                 log(f"  {model_cfg.name} epoch {epoch + 1}/{train_cfg.epochs} "
                     f"step {i}/{len(batches)} loss {np.mean(losses):.3f}")
-        eval_fn, eval_params = _eval_pure(graphdef, params, rest, model)
+        eval_fn, eval_params = _eval_pure(params, rest, model)
         scores = evaluate(eval_fn, eval_params, test_images, test_labels)
         history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
                         "train_accuracy": float(np.mean(accs)),
@@ -184,11 +184,11 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, *, train_images, train
             state=ocp.args.StandardSave(state), history=ocp.args.JsonSave(history)))
         manager.wait_until_finished()
     manager.close()
-    apply_fn, eval_params = _eval_pure(graphdef, params, rest, model)
+    apply_fn, eval_params = _eval_pure(params, rest, model)
     return TrainResult(apply_fn, eval_params, meta, history)
 
 
-def _eval_pure(graphdef, params, rest, model):
+def _eval_pure(params, rest, model):
     nnx.update(model, nnx.merge_state(params, rest))
     return models.pure(model)
 
