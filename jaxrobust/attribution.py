@@ -67,7 +67,8 @@ def _check(images, targets, fn, *, several: bool = False):
     if targets.ndim == 0:
         targets = jnp.broadcast_to(targets, images.shape[:1])
     if several and targets.ndim == 2 and targets.shape[0] == images.shape[0] \
-            and jnp.issubdtype(targets.dtype, jnp.integer):
+            and (jnp.issubdtype(targets.dtype, jnp.integer)
+                 or jnp.issubdtype(targets.dtype, jnp.floating)):
         return images, targets
     if targets.shape != images.shape[:1] or not jnp.issubdtype(targets.dtype, jnp.integer):
         raise ValueError(f"{fn}: targets must be {images.shape[0]} integer class indices, got "
@@ -92,6 +93,14 @@ def target_gradients(apply_fn: Callable, params, x, targets):
     logits, vjp = jax.vjp(lambda x: apply_fn(params, x), x)
     cotangents = jax.nn.one_hot(targets, logits.shape[-1], dtype=logits.dtype)  # (N, T, K)
     return jax.vmap(lambda c: vjp(c)[0], in_axes=1, out_axes=1)(cotangents)
+
+
+def _weighted_grad(apply_fn: Callable, params, x, weights):
+    """d sum_k weights[n, k] * logits[n, k] / d x: one VJP with `weights` as cotangent."""
+    logits, vjp = jax.vjp(lambda x: apply_fn(params, x), x)
+    if weights.shape != logits.shape:
+        raise ValueError(f"output weights {weights.shape} must match the logits {logits.shape}.")
+    return vjp(weights.astype(logits.dtype))[0]
 
 
 def saliency(apply_fn: Callable, params, images, targets, *, absolute: bool = True):
@@ -197,7 +206,10 @@ def integrated_gradients(apply_fn: Callable, params, images, targets, *, baselin
         images: `(N, H, W, C)`.
         targets: `(N,)` class index per image (or one int for all), or `(N, T)` for
             `T` targets per image, explained from the same forward passes (one VJP
-            per target, vmapped); attributions are then `(N, T, H, W, C)`.
+            per target, vmapped); attributions are then `(N, T, H, W, C)`. Or float
+            output weights `(N, K)`: explains the weighted sum of the `K` logits in
+            one backward pass per step (IG is linear in the explained function, so
+            `one_hot(a) - one_hot(b)` gives IG(a) - IG(b)).
         baseline: see `make_baseline` (default black).
         steps: number of path points.
         method: `riemann_left`, `riemann_right`, `riemann_middle`,
@@ -211,7 +223,8 @@ def integrated_gradients(apply_fn: Callable, params, images, targets, *, baselin
         Attributions `(N, H, W, C)`, and the deltas `(N,)` with `return_delta`.
     """
     images, targets = _check(images, targets, "integrated_gradients", several=True)
-    several = targets.ndim == 2
+    weighted = jnp.issubdtype(targets.dtype, jnp.floating)
+    several = targets.ndim == 2 and not weighted
     base = make_baseline(baseline, images, key=key)
     alphas, weights = quadrature(method, steps)
     n = images.shape[0]
@@ -229,7 +242,9 @@ def integrated_gradients(apply_fn: Callable, params, images, targets, *, baselin
         a, w = aw  # (chunk,)
         x = base[None] + a[:, None, None, None, None] * diff[None]  # (chunk, N, H, W, C)
         x = x.reshape((-1,) + images.shape[1:])
-        if several:
+        if weighted:
+            g = _weighted_grad(apply_fn, params, x, jnp.tile(targets, (chunk, 1)))
+        elif several:
             g = target_gradients(apply_fn, params, x, jnp.tile(targets, (chunk, 1)))
         else:
             g = _target_grad(apply_fn, params, x, jnp.tile(targets, chunk))
@@ -248,8 +263,11 @@ def integrated_gradients(apply_fn: Callable, params, images, targets, *, baselin
     attributions = (diff[:, None] if several else diff) * total
     if not return_delta:
         return attributions
-    picks = targets if several else targets[:, None]
-    f = lambda x: jnp.take_along_axis(apply_fn(params, x), picks, 1)
+    if weighted:
+        f = lambda x: jnp.sum(apply_fn(params, x) * targets, axis=1)
+    else:
+        picks = targets if several else targets[:, None]
+        f = lambda x: jnp.take_along_axis(apply_fn(params, x), picks, 1)
     delta = jnp.sum(attributions, axis=(-3, -2, -1)) - (f(images) - f(base)).reshape(
         attributions.shape[:-3])
     return attributions, delta

@@ -93,6 +93,14 @@ def _cmd_sweep(args) -> None:
     print(f"wrote {len(table)} rows to {os.path.join(os.path.abspath(out), 'results.csv')}")
 
 
+def _cmd_counterfactual(args) -> None:
+    from jaxrobust import pipeline
+
+    if args.config is None:
+        args.config = "digits_ig"
+    pipeline.run_counterfactual(_config(args), args.out or _default_out())
+
+
 def _cmd_corruptions(args) -> None:
     from jaxrobust import corruptions
 
@@ -186,6 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     att.add_argument("--steps", type=int, default=50, help="IG path steps (default 50)")
     att.add_argument("--n", type=int, default=8, help="test images to explain (default 8)")
     att.set_defaults(fn=_cmd_attribute)
+
+    cf = with_config(sub.add_parser(
+        "counterfactual", help="edit misclassified images until the model is right "
+        "(default config: digits_ig)"))
+    cf.set_defaults(fn=_cmd_counterfactual)
 
     demo = sub.add_parser("kernels-demo", help="the kernel protocol on a bundled photo")
     demo.add_argument("--out", help="output folder (default: runs/<timestamp>)")

@@ -67,6 +67,19 @@ class SweepConfig:
 
 
 @dataclasses.dataclass
+class CounterfactualConfig:
+    """The attribution study's edits (`jaxrobust counterfactual`), see `counterfactual`."""
+
+    fraction: float = 0.02           # the IG-difference edit's budget (the study's 2 %)
+    fractions: list[float] = dataclasses.field(
+        default_factory=lambda: [round(i / 100, 2) for i in range(1, 61)])
+    ig_steps: int = 50
+    max_flips: int = 300
+    trials: int = 32
+    max_images: int | None = None    # explain at most this many misclassified images
+
+
+@dataclasses.dataclass
 class Config:
     """A whole run."""
 
@@ -75,6 +88,8 @@ class Config:
     models: list[ModelConfig] = dataclasses.field(default_factory=lambda: [ModelConfig()])
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     sweep: SweepConfig = dataclasses.field(default_factory=SweepConfig)
+    counterfactual: CounterfactualConfig = dataclasses.field(
+        default_factory=CounterfactualConfig)
     seed: int = 0
 
 

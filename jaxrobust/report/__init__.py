@@ -6,6 +6,7 @@ from jaxrobust.report.plots import (
     plot_accuracy_vs_ssim,
     plot_attribution_panels,
     plot_confusion,
+    plot_edit_panels,
     plot_ssim_vs_level,
 )
 
@@ -14,6 +15,7 @@ __all__ = [
     "plot_attribution_panels",
     "plot_accuracy_vs_ssim",
     "plot_confusion",
+    "plot_edit_panels",
     "plot_ssim_vs_level",
     "write_report",
 ]

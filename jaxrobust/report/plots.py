@@ -149,3 +149,44 @@ def plot_attribution_panels(images, maps, titles, path: str, *, suptitle: str = 
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_edit_panels(images, attributions, masks, edited, titles, path: str, *,
+                     suptitle: str = "") -> str:
+    """Rows of original | attribution | edit mask | edited (the attribution study).
+
+    Args:
+        images, edited: `(N, H, W, C)` in [0, 1].
+        attributions: `(N, H, W, C)` signed maps (red positive, blue negative), or
+            None for edits without one (random flips).
+        masks: `(N, H, W)` bool, the edited pixels.
+        titles: `(N,)` pairs `(left caption, right caption)`: typically the original
+            and the edited image's predictions.
+    """
+    plt = _plt()
+    images, edited, masks = np.asarray(images), np.asarray(edited), np.asarray(masks)
+    n = len(images)
+    fig, axes = plt.subplots(n, 4, figsize=(7.2, 1.95 * n), squeeze=False)
+    gray = lambda x: x[..., 0] if x.shape[-1] == 1 else x
+    for i in range(n):
+        axes[i, 0].imshow(gray(images[i]), cmap="gray", vmin=0, vmax=1)
+        axes[i, 0].set_title(titles[i][0], fontsize=7)
+        if attributions is not None:
+            a = np.asarray(attributions[i]).sum(-1)
+            scale = max(float(np.abs(a).max()), 1e-12)
+            axes[i, 1].imshow(a, cmap="bwr", vmin=-scale, vmax=scale)
+            axes[i, 1].set_title("attribution (red +, blue -)", fontsize=7)
+        else:
+            axes[i, 1].set_title("no attribution", fontsize=7)
+        axes[i, 2].imshow(masks[i], cmap="gray", vmin=0, vmax=1)
+        axes[i, 2].set_title(f"edited pixels: {int(masks[i].sum())}", fontsize=7)
+        axes[i, 3].imshow(gray(edited[i]), cmap="gray", vmin=0, vmax=1)
+        axes[i, 3].set_title(titles[i][1], fontsize=7)
+        for ax in axes[i]:
+            ax.axis("off")
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (1.95 * n)))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
