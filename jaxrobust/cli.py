@@ -19,10 +19,13 @@ def _config(args):
     from jaxrobust import config
 
     path = args.config
+    overrides = list(args.set or [])
+    if getattr(args, "devices", None) is not None:
+        overrides.append(f"sweep.devices={args.devices}")
     if path is None or (not os.path.exists(path) and os.sep not in path
                         and not path.endswith((".yaml", ".yml"))):
         path = _shipped_config(path or DEFAULT_CONFIG)
-    return config.load(path, args.set or [])
+    return config.load(path, overrides)
 
 
 def _shipped_config(name: str) -> str:
@@ -89,7 +92,7 @@ def _cmd_sweep(args) -> None:
                          key=jax.random.fold_in(jax.random.key(cfg.seed), 3),
                          class_names=class_names, batch_size=cfg.sweep.batch_size,
                          target=cfg.sweep.target, ssim_threshold=cfg.sweep.ssim_threshold,
-                         out_dir=out)
+                         out_dir=out, devices=cfg.sweep.devices)
     print(f"wrote {len(table)} rows to {os.path.join(os.path.abspath(out), 'results.csv')}")
 
 
@@ -178,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = with_config(sub.add_parser(
         "run", help="the main job: train, sweep under the study's protocol, report"))
+    run.add_argument("--devices", type=int, help="sweep on this many local devices "
+                     "(default: all)")
     run.set_defaults(fn=_cmd_run)
 
     trn = with_config(sub.add_parser("train", help="train the configured models"))
@@ -186,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     swp = with_config(sub.add_parser("sweep", help="sweep trained checkpoints"))
     swp.add_argument("--checkpoint", action="append", metavar="MODEL_DIR",
                      help="a trained model folder (repeat for several)")
+    swp.add_argument("--devices", type=int, help="sweep on this many local devices "
+                     "(default: all)")
     swp.set_defaults(fn=_cmd_sweep)
 
     att = with_config(sub.add_parser("attribute", help="attributions from a checkpoint"))

@@ -61,7 +61,8 @@ class SweepConfig:
     """The intensity sweep: `protocol: seed` is the study's schedule."""
 
     protocol: str = "seed"
-    batch_size: int = 64
+    batch_size: int | None = None   # images per chunk; None: chosen from the free memory
+    devices: int | None = None      # split chunks over this many local devices (None: all)
     target: str = "corruption_type"
     ssim_threshold: float | None = None
 

@@ -250,7 +250,8 @@ def run(config, out_dir: str, *, log: Callable[[str], None] = print) -> dict:
     """The main job: train every model, sweep it under the study's protocol, report.
 
     Writes into `out_dir`: `models/<name>/` (checkpoints; a rerun resumes),
-    `results.csv`, `per_image.npz`, `summary.json`, the PNG plots and `report.html`.
+    `sweep_cells/` (finished sweep chunks; a rerun resumes), `results.csv`,
+    `per_image.npz`, `summary.json`, the PNG plots and `report.html`.
     Report files are written to a temporary folder and moved in at the end, so a
     failed run leaves no half-written report.
 
@@ -279,7 +280,8 @@ def run(config, out_dir: str, *, log: Callable[[str], None] = print) -> dict:
         corruptions=tuple(config.task.corruptions), key=jax.random.fold_in(
             jax.random.key(config.seed), 3),
         class_names=class_names, batch_size=config.sweep.batch_size,
-        target=config.sweep.target, ssim_threshold=config.sweep.ssim_threshold, log=log)
+        target=config.sweep.target, ssim_threshold=config.sweep.ssim_threshold,
+        cells_dir=os.path.join(out_dir, "sweep_cells"), devices=config.sweep.devices, log=log)
     summary, intervals = summarize(table, per_image, seed=config.seed)
     summary["_run"] = {"seconds": time.perf_counter() - start, "devices": str(jax.devices()),
                        "test_accuracy": {n: r.history[-1]["test_accuracy"]

@@ -5,10 +5,20 @@ level of the schedule: `lax.map` walks the levels (bounding memory), `vmap` cove
 the chunk's images, and the chunk is split over every local device. Random keys are
 per (corruption, image index, step), so results do not depend on the chunk size or
 the device count.
+
+Resuming: with a `cells_dir`, every finished (corruption, chunk) cell — SSIMs and
+every model's probabilities for its images at every level — is written there
+atomically (`<corruption>/<first image>.npz`), beside `sweep.json`, a fingerprint of
+everything the results depend on (images, labels, models and their parameters,
+corruptions, levels, key, chunk size, target). A rerun on the same folder loads the
+finished cells and computes only the others; a rerun with anything changed is
+refused, naming what changed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -20,7 +30,7 @@ import optax
 
 from jaxrobust import corruptions as registry
 from jaxrobust.metrics import ssim
-from jaxrobust.sharding import shard_batch
+from jaxrobust.sharding import local_mesh, shard_batch
 
 TARGETS = ("corruption_type", "labels")
 
@@ -52,12 +62,143 @@ def _check(classifiers, images, labels, corruptions, levels, target):
     return images, names, schedule
 
 
+def _digest(*arrays) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(np.asarray(a))
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def fingerprint(classifiers, images, labels, names, schedule, key, target, class_names) -> dict:
+    """Short hashes of everything a sweep's results depend on, by component."""
+    return {
+        "images": _digest(images),
+        "labels": _digest(np.zeros(0) if labels is None else labels),
+        "models": {m: _digest(*jax.tree.leaves(classifiers[m][1])) for m in classifiers},
+        "class_names": {m: list((class_names or {}).get(m) or []) for m in classifiers},
+        "corruptions": list(names),
+        "levels": {n: _digest(schedule[n]) for n in names},
+        "key": _digest(jax.random.key_data(key)),
+        "target": target,
+    }
+
+
+class CellStore:
+    """Finished sweep cells on disk: one `.npz` per (corruption, chunk), atomic writes."""
+
+    def __init__(self, root: str, record: dict):
+        self.root = root
+        os.makedirs(root, exist_ok=True)
+        if not os.access(root, os.W_OK):
+            raise PermissionError(f"sweep folder {root} is not writable; pass another --out.")
+        path = os.path.join(root, "sweep.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                old = json.load(f)
+            changed = [k for k in record if k != "batch_sizes" and old.get(k) != record[k]]
+            if changed:
+                raise ValueError(
+                    f"{root} holds a sweep with other {', '.join(changed)}; refusing to mix "
+                    "results. Pass another --out, or delete the folder to start afresh.")
+            self.batch_sizes = dict(old.get("batch_sizes", {}))
+        else:
+            self.batch_sizes = {}
+        self.record = record
+        for d, _, files in os.walk(root):  # leftovers of a write that was cut off
+            for f in files:
+                if ".tmp" in f:
+                    os.remove(os.path.join(d, f))
+
+    def fix_batch_size(self, name: str, batch_size: int | None) -> int | None:
+        """The chunk size used for `name` before (a rerun keeps it), else `batch_size`."""
+        before = self.batch_sizes.get(name)
+        if before is not None and batch_size is not None and before != batch_size:
+            raise ValueError(f"{self.root} was swept with batch_size {before} for {name}; "
+                             f"rerun with the same batch size (got {batch_size}) or another "
+                             "--out.")
+        return before if before is not None else batch_size
+
+    def remember(self, name: str, batch_size: int) -> None:
+        self.batch_sizes[name] = batch_size
+        self._write_json("sweep.json", {**self.record, "batch_sizes": self.batch_sizes})
+
+    def _write_json(self, name, obj):
+        tmp = os.path.join(self.root, name + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+        os.replace(tmp, os.path.join(self.root, name))
+
+    def _path(self, name, start):
+        return os.path.join(self.root, name, f"{start:08d}.npz")
+
+    def load(self, name: str, start: int, size: int):
+        path = self._path(name, start)
+        if not os.path.exists(path):
+            return None
+        try:
+            with np.load(path) as z:
+                scores = z["scores"]
+                probs = [z[f"probs_{i}"] for i in range(len(z.files) - 1)]
+        except Exception:  # noqa: BLE001 - an unreadable cell is recomputed
+            return None
+        return (scores, probs) if len(scores) == size else None
+
+    def save(self, name: str, start: int, scores, probs) -> None:
+        path = self._path(name, start)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = path[:-4] + ".tmp.npz"
+        np.savez(tmp, scores=scores, **{f"probs_{i}": p for i, p in enumerate(probs)})
+        os.replace(tmp, path)
+
+
+def _available_bytes() -> float:
+    """Free memory of the default device (GPU/TPU), or the host's available memory."""
+    try:
+        stats = jax.devices()[0].memory_stats() or {}
+        free = stats.get("bytes_limit", 0) - stats.get("bytes_in_use", 0)
+        if free > 0:
+            return float(free)
+    except Exception:  # noqa: BLE001 - not every backend reports memory
+        pass
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def auto_batch_size(program, params, images, levels, *, devices: int, fraction: float = 0.25,
+                    budget_bytes: float | None = None, largest: int = 512) -> int:
+    """Images per chunk so that one chunk's program fits `fraction` of free memory.
+
+    Compiles the chunk program for a probe chunk of `8 x devices` images, reads XLA's
+    own memory analysis (temporaries, arguments, outputs) and scales it linearly.
+    """
+    probe = 8 * devices
+    idx = np.arange(probe, dtype=np.int32)
+    sample = np.resize(images[:probe], (probe,) + images.shape[1:])
+    stats = program.lower(params, idx, sample, levels).compile().memory_analysis()
+    used = 0.0 if stats is None else float(stats.temp_size_in_bytes
+                                           + stats.argument_size_in_bytes
+                                           + stats.output_size_in_bytes)
+    budget = fraction * _available_bytes() if budget_bytes is None else budget_bytes
+    per_image = max(used / probe, 1.0)
+    size = int(budget // per_image) // devices * devices
+    return int(min(max(size, devices), largest, max(len(images), 1)))
+
+
 def run(classifiers: Mapping[str, tuple[Callable, object]], images, labels=None, *,
         corruptions=("scale_up", "median_blur", "gaussian_noise"),
         levels: Mapping[str, np.ndarray] | None = None, key: jax.Array,
-        class_names: Mapping[str, list[str]] | None = None, batch_size: int = 64,
+        class_names: Mapping[str, list[str]] | None = None, batch_size: int | None = None,
         target: str = "corruption_type", ssim_threshold: float | None = None,
-        out_dir: str | None = None, log: Callable[[str], None] = print):
+        out_dir: str | None = None, cells_dir: str | None = None,
+        devices: int | None = None, log: Callable[[str], None] = print):
     """Sweeps every classifier over every (corruption, level).
 
     Args:
@@ -70,13 +211,20 @@ def run(classifiers: Mapping[str, tuple[Callable, object]], images, labels=None,
         key: PRNG key.
         class_names: model name -> its class names; `target="corruption_type"` needs
             each corruption's class (`scale_up`, ...) and `original` among them.
-        batch_size: images per chunk (memory bound; results do not depend on it).
+        batch_size: images per device in a chunk (a chunk is `batch_size x devices`
+            images; memory bound; results depend neither on it nor on the device
+            count); None picks it per corruption from the free memory
+            (`auto_batch_size`).
         target: `corruption_type` — is the corruption recognised (the study's
             question); `labels` — does the classifier keep the image's label.
         ssim_threshold: the study's "limit value": with `corruption_type`, a
             prediction of `original` also counts as correct when the corrupted image's
             SSIM to the clean one is above this.
-        out_dir: if given, `results.csv` and `per_image.npz` are written there.
+        out_dir: if given, `results.csv` and `per_image.npz` are written there, and
+            finished cells to `out_dir/sweep_cells` (see `cells_dir`).
+        cells_dir: folder for finished (corruption, chunk) cells: a rerun on the same
+            folder resumes, and refuses if anything the results depend on changed.
+        devices: split chunks over the first `devices` local devices (default all).
 
     Returns:
         `(table, per_image)`: a pandas DataFrame with one row per (model, corruption,
@@ -87,8 +235,13 @@ def run(classifiers: Mapping[str, tuple[Callable, object]], images, labels=None,
     import pandas as pd
 
     images, names, schedule = _check(classifiers, images, labels, corruptions, levels, target)
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
+    mesh = local_mesh(devices)
+    if cells_dir is None and out_dir is not None:
+        cells_dir = os.path.join(out_dir, "sweep_cells")
+    store = None if cells_dir is None else CellStore(cells_dir, fingerprint(
+        classifiers, images, labels, names, schedule, key, target, class_names))
     model_names = list(classifiers)
     expected = {}
     for m in model_names:
@@ -129,15 +282,38 @@ def run(classifiers: Mapping[str, tuple[Callable, object]], images, labels=None,
             # batch axis first for the device split: (B, L), (B, L, K)
             return jnp.swapaxes(scores, 0, 1), tuple(jnp.swapaxes(p, 0, 1) for p in probs)
 
-        program = shard_batch(chunk, in_axes=(None, 0, 0, None))
+        program = shard_batch(chunk, in_axes=(None, 0, 0, None), mesh=mesh)
         start = time.perf_counter()
-        scores, probs = [], []
-        for s in range(0, n, batch_size):
-            idx = np.arange(s, min(n, s + batch_size), dtype=np.int32)
-            sc, pr = program(params, idx, images[idx], lv)
-            scores.append(np.asarray(sc))
-            probs.append([np.asarray(p) for p in pr])
-            log(f"  sweep {name}: {min(n, s + batch_size)}/{n} images x {len(lv)} levels")
+        ndev = mesh.devices.size
+        size = batch_size if store is None else store.fix_batch_size(name, batch_size)
+        if size is None:
+            size = auto_batch_size(program, params, images, lv, devices=ndev) // ndev
+            log(f"  sweep {name}: {size} images per chunk and device (from the free memory)")
+        if store is not None:
+            store.remember(name, size)
+        # Every device always gets `size` consecutive images (the last chunk is padded),
+        # so each image meets the same computation whatever the device count.
+        step = size * ndev
+        scores, probs, resumed = [], [], 0
+        for s in range(0, n, step):
+            groups = [(g, min(n, g + size)) for g in range(s, min(n, s + step), size)]
+            cells = [None if store is None else store.load(name, g, e - g) for g, e in groups]
+            if any(c is None for c in cells):
+                idx = np.minimum(np.arange(s, s + step, dtype=np.int32), n - 1)
+                sc, pr = program(params, idx, images[idx], lv)
+                sc, pr = np.asarray(sc), [np.asarray(p) for p in pr]
+                for j, ((g, e), c) in enumerate(zip(groups, cells, strict=True)):
+                    if c is None:
+                        part = slice(g - s, e - s)
+                        cells[j] = sc[part], [p[part] for p in pr]
+                        if store is not None:
+                            store.save(name, g, *cells[j])
+            else:
+                resumed += len(cells)
+            scores += [c[0] for c in cells]
+            probs += [c[1] for c in cells]
+            log(f"  sweep {name}: {min(n, s + step)}/{n} images x {len(lv)} levels"
+                + (f" ({resumed} chunks resumed)" if resumed else ""))
         score = np.concatenate(scores).T  # (L, N)
         per_image[f"{name}/ssim"] = score
         for mi, m in enumerate(model_names):

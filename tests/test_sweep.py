@@ -25,6 +25,7 @@ def setup():
 
 def _run(setup, **kw):
     images, apply_fn, params, levels = setup
+    kw.setdefault("batch_size", 64)
     return sweep.run({"m": (apply_fn, params)}, images, np.arange(5) % 4,
                      levels=levels, key=jax.random.key(1), class_names={"m": CLASSES},
                      log=lambda s: None, **kw)
@@ -90,3 +91,37 @@ def test_summaries():
     correct = np.array([[1, 1, 1, 1], [0, 1, 0, 1]], bool)
     lo, hi = bootstrap_interval(correct, samples=200)
     assert lo[0] == hi[0] == 1.0 and 0.0 <= lo[1] <= 0.5 <= hi[1] <= 1.0
+
+
+def test_a_sweep_folder_refuses_another_configuration(setup, tmp_path):
+    first, _ = _run(setup, batch_size=2, out_dir=str(tmp_path))
+    again, _ = _run(setup, batch_size=2, out_dir=str(tmp_path))  # all cells reused
+    assert first.equals(again)
+    images, apply_fn, params, levels = setup
+    with pytest.raises(ValueError, match="other key; refusing to mix"):
+        sweep.run({"m": (apply_fn, params)}, images, np.arange(5) % 4, levels=levels,
+                  key=jax.random.key(2), class_names={"m": CLASSES}, batch_size=2,
+                  out_dir=str(tmp_path), log=lambda s: None)
+    with pytest.raises(ValueError, match="other images, models"):
+        sweep.run({"m": (apply_fn, jax.tree.map(lambda p: p + 1, params))}, images[::-1],
+                  np.arange(5) % 4, levels=levels, key=jax.random.key(1),
+                  class_names={"m": CLASSES}, batch_size=2, out_dir=str(tmp_path),
+                  log=lambda s: None)
+    with pytest.raises(ValueError, match="batch_size 2"):
+        _run(setup, batch_size=3, out_dir=str(tmp_path))
+
+
+def test_automatic_chunk_size_fits_the_budget(setup):
+    images, apply_fn, params, levels = setup
+    table, _ = _run(setup, batch_size=None)  # chosen from the free memory
+    reference, _ = _run(setup, batch_size=2)
+    assert table.equals(reference)
+    from jaxrobust.sharding import shard_batch
+
+    program = shard_batch(lambda p, i, x, lv: (jax.vmap(lambda im: im.sum() * lv.sum())(x),),
+                          in_axes=(None, 0, 0, None))
+    lv = jnp.asarray(levels["median_blur"])
+    small = sweep.auto_batch_size(program, params, images, lv, devices=1, budget_bytes=1e4)
+    big = sweep.auto_batch_size(program, params, np.resize(images, (600,) + images.shape[1:]),
+                                lv, devices=1, budget_bytes=1e9)
+    assert 1 <= small < big <= 512

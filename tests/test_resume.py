@@ -1,0 +1,96 @@
+"""Sweeps in subprocesses: four devices equal one, and a killed sweep resumes exactly."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+
+SCRIPT = textwrap.dedent("""
+    import sys, time
+    import jax, numpy as np
+    from jaxrobust import models, sweep
+    out, delay = sys.argv[1], float(sys.argv[2])
+    rng = np.random.default_rng(0)
+    images = (rng.integers(0, 256, (12, 20, 20, 1)) / 255).astype(np.float32)
+    net = models.get("small_cnn", num_classes=4, input_shape=(20, 20, 1), width=0.25,
+                     hidden=8, seed=1)
+    levels = {"scale_up": [0.0, 1.5, 4.0], "median_blur": [0.0, 2.0, 5.0],
+              "gaussian_noise": [0.0, 0.05, 0.2]}
+
+    def log(line):
+        print(line, flush=True)
+        time.sleep(delay)
+
+    sweep.run({"m": models.pure(net)}, images, np.arange(12) % 4, levels=levels,
+              key=jax.random.key(1), batch_size=2, out_dir=out, log=log,
+              class_names={"m": ["original", "scale_up", "median_blur", "gaussian_noise"]})
+    print("devices", jax.device_count(), flush=True)
+""")
+CELLS = 3 * 6  # corruptions x chunks of 2 images
+
+
+def _start(out, *, delay=0.0, devices=1):
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    return subprocess.Popen([sys.executable, "-c", SCRIPT, str(out), str(delay)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc):
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    return out
+
+
+def _results(out):
+    table = pd.read_csv(out / "results.csv")
+    with np.load(out / "per_image.npz") as z:
+        return table, {k: z[k] for k in z.files}
+
+
+def _same(a, b):
+    pd.testing.assert_frame_equal(a[0], b[0])
+    assert a[1].keys() == b[1].keys()
+    for k in a[1]:
+        np.testing.assert_array_equal(a[1][k], b[1][k], err_msg=k)
+
+
+def _cells(out):
+    return sorted(p for p in (out / "sweep_cells").rglob("*.npz") if ".tmp" not in p.name)
+
+
+def test_four_devices_equal_one(tmp_path):
+    one, four = _start(tmp_path / "one"), _start(tmp_path / "four", devices=4)
+    assert "devices 1" in _finish(one)
+    assert "devices 4" in _finish(four)
+    _same(_results(tmp_path / "one"), _results(tmp_path / "four"))
+
+
+def test_killed_sweep_resumes_without_repeating_or_losing_cells(tmp_path):
+    whole = _start(tmp_path / "whole")
+    killed = tmp_path / "killed"
+    proc = _start(killed, delay=0.4)
+    seen = 0
+    for line in proc.stdout:  # every progress line follows a saved cell
+        seen += bool(re.match(r"\s*sweep \w+: \d+/12 images", line))
+        if seen == 7:
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    _finish(whole)
+    before = {p: p.stat().st_mtime_ns for p in _cells(killed)}
+    assert 7 <= len(before) < CELLS and not (killed / "results.csv").exists()
+    log = _finish(_start(killed))
+    assert "chunks resumed" in log
+    after = _cells(killed)
+    assert len(after) == CELLS
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items())  # not recomputed
+    table, per_image = _results(killed)
+    assert not table.duplicated(["model", "corruption", "step"]).any() and len(table) == 9
+    _same((table, per_image), _results(tmp_path / "whole"))
