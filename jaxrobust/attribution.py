@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrobust.sharding import local_mesh, shard_batch
+
 METHODS = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid",
            "gausslegendre")
 
@@ -192,7 +194,7 @@ def auto_chunk(steps: int, batch: int, image_shape, *, budget_bytes: float | Non
 def integrated_gradients(apply_fn: Callable, params, images, targets, *, baseline=None,
                          steps: int = 50, method: str = "gausslegendre",
                          chunk_size: int | None = None, return_delta: bool = False,
-                         key=None):
+                         key=None, devices: int | None = None):
     """Integrated Gradients, with Captum's quadrature rules.
 
     `IG_i(x) = (x_i - b_i) * sum_k w_k * d f_t(b + a_k (x - b)) / d x_i`, for the
@@ -218,6 +220,9 @@ def integrated_gradients(apply_fn: Callable, params, images, targets, *, baselin
         return_delta: also return the completeness error per image,
             `sum(IG) - (f_t(x) - f_t(b))`.
         key: PRNG key for the uniform baseline.
+        devices: called with concrete arrays, the images are split over this many
+            local devices (default all) with `sharding.shard_batch`; the results
+            equal one device's. Inside `jit` the caller's placement is kept.
 
     Returns:
         Attributions `(N, H, W, C)`, and the deltas `(N,)` with `return_delta`.
@@ -226,6 +231,12 @@ def integrated_gradients(apply_fn: Callable, params, images, targets, *, baselin
     weighted = jnp.issubdtype(targets.dtype, jnp.floating)
     several = targets.ndim == 2 and not weighted
     base = make_baseline(baseline, images, key=key)
+    mesh = None if isinstance(images, jax.core.Tracer) else local_mesh(devices)
+    if mesh is not None and mesh.devices.size > 1:  # the image axis over every device
+        shard = shard_batch(lambda x, t, b: integrated_gradients(
+            apply_fn, params, x, t, baseline=b, steps=steps, method=method,
+            chunk_size=chunk_size, return_delta=return_delta), in_axes=(0, 0, 0), mesh=mesh)
+        return shard(images, targets, base)
     alphas, weights = quadrature(method, steps)
     n = images.shape[0]
     chunk = chunk_size or auto_chunk(steps, n, images.shape[1:])

@@ -116,9 +116,10 @@ def _cmd_corruptions(args) -> None:
 
 
 def _cmd_bench(args) -> None:
-    from jaxrobust.bench import attribution, kernels, sweep
+    from jaxrobust.bench import attribution, kernels, scale, sweep
 
-    suite = {"kernels": kernels, "sweep": sweep, "attribution": attribution}[args.suite]
+    suite = {"kernels": kernels, "sweep": sweep, "attribution": attribution,
+             "scale": scale}[args.suite]
     suite.main(["--out", args.out] if args.out else [])
 
 
@@ -216,23 +217,46 @@ def build_parser() -> argparse.ArgumentParser:
     lst.set_defaults(fn=_cmd_corruptions)
 
     bench = sub.add_parser("bench", help="speed against the reference libraries")
-    bench.add_argument("suite", choices=["kernels", "sweep", "attribution"])
+    bench.add_argument("suite", choices=["kernels", "sweep", "attribution", "scale"])
     bench.add_argument("--out", help="results JSON path (default benchmarks/results/...)")
     bench.set_defaults(fn=_cmd_bench)
     return parser
 
 
+def _os_message(e: OSError) -> str:
+    """One line for an operating-system error: what, where, and what to do."""
+    import errno
+
+    where = f" ({e.filename})" if e.filename else ""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"the disk is full{where}; free some space or pass another --out (finished "
+                "work is kept: rerun the same command to continue).")
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"permission denied{where}; pass a writable --out."
+    if e.errno in (errno.ENOTDIR, errno.EEXIST):
+        return f"{e.strerror or e}{where}; pass a folder path as --out."
+    return f"{e.strerror or e}{where}."
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    out = getattr(args, "out", None)
+    existed = out is None or os.path.exists(out)
     try:
         args.fn(args)
-    except (ValueError, FileExistsError, FileNotFoundError, PermissionError) as e:
-        print(f"jaxrobust: error: {e}", file=sys.stderr)
-        return 2
+    except ValueError as e:
+        message = str(e)
+    except OSError as e:
+        message = str(e) if e.errno is None else _os_message(e)  # ours carry no errno
     except KeyboardInterrupt:
         print("jaxrobust: interrupted", file=sys.stderr)
         return 130
-    return 0
+    else:
+        return 0
+    if not existed and os.path.isdir(out) and not os.listdir(out):
+        os.rmdir(out)  # a folder this command made and never wrote to
+    print(f"jaxrobust: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -171,7 +171,11 @@ def load(path: str | None = None, overrides: list[str] = ()) -> Config:
             with open(path) as f:
                 loaded = yaml.safe_load(f)
         except yaml.YAMLError as e:
-            raise ValueError(f"config file {path} is not valid YAML: {e}") from e
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(e, "problem", None) or type(e).__name__
+            raise ValueError(f"config file {path} is not valid YAML{where}: {problem}; "
+                             "fix the file's syntax.") from e
         if loaded is not None and not isinstance(loaded, dict):
             raise ValueError(f"config file {path} must hold a mapping at the top level.")
         raw = _merge(raw, loaded or {})

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrobust import corruptions as registry
+from jaxrobust.sharding import local_mesh, shard_batch
 
 ORIGINAL = "original"
 DEFAULT_CORRUPTIONS = ("scale_up", "median_blur", "gaussian_noise")
@@ -32,7 +33,8 @@ def level_range(name: str, image_size: int) -> tuple[float, float]:
 
 
 def corruption_task(images, *, key: jax.Array, corruptions: tuple[str, ...] = DEFAULT_CORRUPTIONS,
-                    levels: dict[str, tuple[float, float]] | None = None) -> Task:
+                    levels: dict[str, tuple[float, float]] | None = None,
+                    devices: int | None = None) -> Task:
     """Builds the balanced corruption-type data set from clean images, on device.
 
     Every class gets one copy of every image: class `original` the image itself and
@@ -48,6 +50,8 @@ def corruption_task(images, *, key: jax.Array, corruptions: tuple[str, ...] = DE
         corruptions: corruption names (aliases allowed); their classes follow
             `original` in this order.
         levels: optional `{name: (low, high)}` overriding the ranges.
+        devices: corrupt on this many local devices (default all); keys and levels
+            are drawn per image first, so the result does not depend on it.
 
     Returns:
         A `Task` with `(len(corruptions) + 1) * N` images, labels and levels (0 for
@@ -77,7 +81,8 @@ def corruption_task(images, *, key: jax.Array, corruptions: tuple[str, ...] = DE
                 drawn = jnp.round(drawn)
             kernel = registry.get(name).apply
             keys = jax.random.split(k_apply, n)
-            out_images.append(jax.jit(jax.vmap(kernel))(keys, rotated, drawn))
+            out_images.append(shard_batch(jax.vmap(kernel), in_axes=(0, 0, 0),
+                                          mesh=local_mesh(devices))(keys, rotated, drawn))
             out_levels.append(drawn)
         out_labels.append(jnp.full((n,), c, jnp.int32))
     return Task(np.asarray(jnp.concatenate(out_images)), np.asarray(jnp.concatenate(out_labels)),

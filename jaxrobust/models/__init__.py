@@ -94,7 +94,12 @@ def get(name: str, num_classes: int, *, input_shape: tuple[int, int, int],
         in_channels = input_shape[-1]
     net = backbone(name, in_channels=in_channels, width=width, seed=seed,
                    bn_momentum=bn_momentum)
-    return Classifier(net, feature_shape=feature_shape(net, input_shape),
+    features = feature_shape(net, input_shape)
+    if 0 in features:
+        raise ValueError(f"{name} reduces {input_shape[0]}x{input_shape[1]} images to nothing "
+                         f"(features {features}); use larger images (data.image_size) or "
+                         "small_cnn.")
+    return Classifier(net, feature_shape=features,
                       num_classes=num_classes, hidden=hidden, rngs=nnx.Rngs(seed + 1))
 
 
