@@ -219,6 +219,39 @@ def summarize(table, per_image, *, seed: int = 0) -> tuple[dict, dict]:
     return summary, intervals
 
 
+def drift_table(classifiers: dict, class_names: dict, images, table, *, key,
+                n_images: int = 8, n_levels: int = 8):
+    """Attribution drift of every model under every swept corruption, as a table.
+
+    For `n_images` clean test images and `n_levels` of each corruption's swept levels
+    (evenly spaced), `attribution.attribution_drift` compares the saliency map of the
+    corrupted image with the clean image's, for the corruption's class as target;
+    one row per (model, corruption, level) with the mean SSIM and rank correlation.
+    """
+    import pandas as pd
+
+    from jaxrobust import attribution
+
+    images = jnp.asarray(images[:n_images])
+    rows = []
+    for model, (apply_fn, params) in classifiers.items():
+        for c, (name, sel) in enumerate(table[table["model"] == model].groupby(
+                "corruption", sort=False)):
+            levels = sel["level"].to_numpy()
+            levels = levels[np.unique(np.linspace(0, len(levels) - 1, n_levels).round()
+                                      .astype(int))]
+            names = list(class_names[model])
+            target = names.index(name) if name in names else 0
+            out = attribution.attribution_drift(
+                jax.random.fold_in(key, c), apply_fn, params, images,
+                np.full(len(images), target), corruption=name, levels=levels)
+            for level, s, r in zip(levels, np.asarray(out["ssim"]).mean(1),
+                                   np.asarray(out["rank_correlation"]).mean(1), strict=True):
+                rows.append({"model": model, "corruption": name, "level": float(level),
+                             "ssim": float(s), "rank_correlation": float(r)})
+    return pd.DataFrame(rows)
+
+
 def saliency_figures(trained: dict, task, out_dir: str, *, per_class: int = 2) -> list:
     """Saliency panels of correctly classified test images, per model and class.
 
@@ -283,12 +316,16 @@ def run(config, out_dir: str, *, log: Callable[[str], None] = print) -> dict:
         target=config.sweep.target, ssim_threshold=config.sweep.ssim_threshold,
         cells_dir=os.path.join(out_dir, "sweep_cells"), devices=config.sweep.devices, log=log)
     summary, intervals = summarize(table, per_image, seed=config.seed)
+    log("attribution drift: saliency maps of corrupted vs clean test images")
+    drift = drift_table(classifiers, class_names, ds.images[test_idx], table,
+                        key=jax.random.fold_in(jax.random.key(config.seed), 5))
     summary["_run"] = {"seconds": time.perf_counter() - start, "devices": str(jax.devices()),
                        "test_accuracy": {n: r.history[-1]["test_accuracy"]
                                          for n, r in trained.items() if r.history}}
     tmp = tempfile.mkdtemp(prefix=".report-", dir=out_dir)
     try:
         table.to_csv(os.path.join(tmp, "results.csv"), index=False)
+        drift.to_csv(os.path.join(tmp, "drift.csv"), index=False)
         np.savez_compressed(os.path.join(tmp, "per_image.npz"), **per_image)
         with open(os.path.join(tmp, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
@@ -303,6 +340,10 @@ def run(config, out_dir: str, *, log: Callable[[str], None] = print) -> dict:
              "SSIM against corruption level"),
             (report.plot_confusion(per_image, class_names, os.path.join(tmp, "confusion.png")),
              "Predicted class per level"),
+            (report.plot_accuracy_and_drift(table, drift, os.path.join(tmp, "drift.png")),
+             "Attribution drift: how far the saliency maps of corrupted images move from "
+             "the clean images' maps (Spearman rank correlation; 1 = same ranking), beside "
+             "the accuracy"),
         ]
         figures += saliency_figures(trained, task_test, tmp)
         history = [dict(model=n, **h) for n, r in trained.items() for h in r.history]
@@ -311,7 +352,8 @@ def run(config, out_dir: str, *, log: Callable[[str], None] = print) -> dict:
         report.write_report(
             os.path.join(tmp, "report.html"), title="jaxrobust: corruption robustness sweep",
             figures=figures,
-            tables=[("Training", pd.DataFrame(history)), ("Sweep results", table)],
+            tables=[("Training", pd.DataFrame(history)), ("Sweep results", table),
+                    ("Attribution drift (saliency, 8 test images)", drift)],
             summary=summary, config=config_lib.to_dict(config),
             notes=[f"Data: {ds.source} ({len(ds.images)} images; "
                    f"{len(test_idx)} clean test images swept).",

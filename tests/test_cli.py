@@ -27,7 +27,7 @@ def test_run_trains_sweeps_and_reports(tmp_path):
     assert len(rows) == 120  # every (model, corruption, step) of the protocol
     for name in ("report.html", "summary.json", "accuracy_vs_level.png", "accuracy_vs_ssim.png",
                  "ssim_vs_level.png", "confusion.png", "per_image.npz",
-                 "saliency_small_cnn.png"):
+                 "saliency_small_cnn.png", "drift.png", "drift.csv"):
         assert (out / name).stat().st_size > 0, name
     assert (out / "models" / "small_cnn" / "model.json").exists()
     assert not [p for p in os.listdir(out) if p.startswith(".")]  # no temp leftovers

@@ -2,6 +2,7 @@
 
 from jaxrobust.report.html import write_report
 from jaxrobust.report.plots import (
+    plot_accuracy_and_drift,
     plot_accuracy_vs_level,
     plot_accuracy_vs_ssim,
     plot_attribution_panels,
@@ -11,6 +12,7 @@ from jaxrobust.report.plots import (
 )
 
 __all__ = [
+    "plot_accuracy_and_drift",
     "plot_accuracy_vs_level",
     "plot_attribution_panels",
     "plot_accuracy_vs_ssim",

@@ -190,3 +190,37 @@ def plot_edit_panels(images, attributions, masks, edited, titles, path: str, *,
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_accuracy_and_drift(table, drift, path: str) -> str:
+    """Accuracy (top) and attribution drift (bottom) against level, per corruption.
+
+    Args:
+        table: the sweep table (model, corruption, level, accuracy).
+        drift: rows of (model, corruption, level, rank_correlation, ssim): mean
+            similarity of the corrupted images' maps to the clean images' maps.
+    """
+    plt = _plt()
+    names = list(dict.fromkeys(table["corruption"]))
+    fig, axes = plt.subplots(2, len(names), figsize=(4.6 * len(names), 6.4), squeeze=False,
+                             sharex="col")
+    for c, name in enumerate(names):
+        top, bottom = axes[0, c], axes[1, c]
+        for model, rows in table[table["corruption"] == name].groupby("model", sort=False):
+            top.plot(rows["level"], rows["accuracy"], marker=".", label=model)
+        for model, rows in drift[drift["corruption"] == name].groupby("model", sort=False):
+            bottom.plot(rows["level"], rows["rank_correlation"], marker="o", label=model)
+        top.set_title(name)
+        top.set_ylabel("accuracy")
+        top.set_ylim(-0.02, 1.02)
+        bottom.set_ylabel("saliency rank correlation\nto the clean image's map")
+        bottom.set_xlabel(_level_label(name))
+        bottom.set_ylim(-0.05, 1.02)
+        for ax in (top, bottom):
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    fig.suptitle("Accuracy and attribution drift against corruption level", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
