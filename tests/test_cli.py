@@ -19,9 +19,24 @@ SMALL = ["--set", "data.n_images=12", "--set", "data.image_size=24", "--set", "t
          "--set", "models=[{name: small_cnn, width: 0.25, hidden: 8}]"]
 
 
-def test_run_trains_sweeps_and_reports(tmp_path):
+def test_run_trains_sweeps_and_reports(tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
-    assert cli.main(["run", *SMALL, "--out", str(out)]) == 0
+    import errno
+
+    import numpy as np
+
+    def full(*a, **k):  # the disk fills up while the report is written
+        raise OSError(errno.ENOSPC, "No space left on device", "per_image.npz")
+
+    monkeypatch.setattr(np, "savez_compressed", full)
+    assert cli.main(["run", *SMALL, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the disk is full" in err[0] and "Traceback" not in err[0]
+    assert sorted(p.name for p in out.iterdir()) == ["models", "sweep_cells"]  # no partial report
+    monkeypatch.undo()
+    assert cli.main(["run", *SMALL, "--out", str(out)]) == 0  # resumes the finished work
+    log = capsys.readouterr().out
+    assert "resuming small_cnn after epoch 1" in log and "chunks resumed" in log
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 120  # every (model, corruption, step) of the protocol

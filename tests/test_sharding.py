@@ -24,7 +24,8 @@ SCRIPT = textwrap.dedent("""
     out = np.concatenate([np.asarray(blur(keys, images, 6.0)),
                           np.asarray(noise(keys, images, 0.1))])
     from jaxrobust import attribution, data, models
-    task = data.corruption_task(images[:, :20, :20], key=jax.random.key(2))
+    task = data.corruption_task(images[:, :20, :20], key=jax.random.key(2),
+                                corruptions=("scale_up", "gaussian_noise"))
     net = models.get("small_cnn", num_classes=4, input_shape=(20, 24, 1), width=0.25,
                      hidden=8)
     apply_fn, params = models.pure(net)
@@ -35,20 +36,27 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _run(tmp_path, devices):
+def _start(tmp_path, devices):
     env = dict(os.environ)
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     path = tmp_path / f"out{devices}.npz"
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(path)], env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == str(devices)
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(path)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return proc, path, devices
+
+
+def _result(started):
+    proc, path, devices = started
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    assert out.strip() == str(devices)
     with np.load(path) as z:
         return dict(z)
 
 
 def test_four_devices_equal_one(tmp_path):
-    four, one = _run(tmp_path, 4), _run(tmp_path, 1)
+    both = _start(tmp_path, 4), _start(tmp_path, 1)  # side by side
+    four, one = _result(both[0]), _result(both[1])
     np.testing.assert_array_equal(four["kernels"], one["kernels"])
     np.testing.assert_array_equal(four["task"], one["task"])
     # IG: the model sees 2 images per device instead of 5 at once; XLA's convolutions
