@@ -7,6 +7,7 @@ is the kernel protocol alone on a bundled photograph (no training).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import shutil
@@ -149,11 +150,11 @@ def _model_names(config) -> list[str]:
     return names
 
 
-def prepare(config, *, log: Callable[[str], None] = print):
-    """Loads the data, splits it and builds the train/test corruption tasks.
+def load_split(config, *, log: Callable[[str], None] = print):
+    """The config's data set and its train/test split of the clean images.
 
     Returns:
-        `(dataset, test_indices, task_train, task_test)`.
+        `(dataset, train_indices, test_indices)`.
     """
     from jaxrobust import data
 
@@ -164,6 +165,42 @@ def prepare(config, *, log: Callable[[str], None] = print):
         f"classes {list(ds.class_names)}")
     train_idx, test_idx = data.split(len(ds.images), test_fraction=config.data.test_fraction,
                                      seed=config.seed)
+    return ds, train_idx, test_idx
+
+
+def _output_folder(out_dir: str) -> str:
+    """`out_dir` made absolute and created; an error if it cannot be written."""
+    out_dir = os.path.abspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    if not os.access(out_dir, os.W_OK):
+        raise PermissionError(f"output folder {out_dir} is not writable; pass another --out.")
+    return out_dir
+
+
+@contextlib.contextmanager
+def _publish(out_dir: str):
+    """A temporary folder inside `out_dir` whose files are moved in only on success.
+
+    So the report files appear together, and a failure leaves none of them behind.
+    """
+    tmp = tempfile.mkdtemp(prefix=".report-", dir=out_dir)
+    try:
+        yield tmp
+        for name in os.listdir(tmp):
+            os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def prepare(config, *, log: Callable[[str], None] = print):
+    """Loads the data, splits it and builds the train/test corruption tasks.
+
+    Returns:
+        `(dataset, test_indices, task_train, task_test)`.
+    """
+    from jaxrobust import data
+
+    ds, train_idx, test_idx = load_split(config, log=log)
     key = jax.random.key(config.seed)
     task_train = data.corruption_task(ds.images[train_idx], key=jax.random.fold_in(key, 1),
                                       corruptions=tuple(config.task.corruptions))
@@ -298,10 +335,7 @@ def run(config, out_dir: str, *, log: Callable[[str], None] = print) -> dict:
     from jaxrobust import config as config_lib
     from jaxrobust import report, sweep
 
-    out_dir = os.path.abspath(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
-    if not os.access(out_dir, os.W_OK):
-        raise PermissionError(f"output folder {out_dir} is not writable; pass another --out.")
+    out_dir = _output_folder(out_dir)
     start = time.perf_counter()
     ds, test_idx, task_train, task_test = prepare(config, log=log)
     trained = train_models(config, out_dir, task_train=task_train, task_test=task_test, log=log)
@@ -322,8 +356,7 @@ def run(config, out_dir: str, *, log: Callable[[str], None] = print) -> dict:
     summary["_run"] = {"seconds": time.perf_counter() - start, "devices": str(jax.devices()),
                        "test_accuracy": {n: r.history[-1]["test_accuracy"]
                                          for n, r in trained.items() if r.history}}
-    tmp = tempfile.mkdtemp(prefix=".report-", dir=out_dir)
-    try:
+    with _publish(out_dir) as tmp:
         table.to_csv(os.path.join(tmp, "results.csv"), index=False)
         drift.to_csv(os.path.join(tmp, "drift.csv"), index=False)
         np.savez_compressed(os.path.join(tmp, "per_image.npz"), **per_image)
@@ -359,10 +392,6 @@ def run(config, out_dir: str, *, log: Callable[[str], None] = print) -> dict:
                    f"{len(test_idx)} clean test images swept).",
                    "Target: " + config.sweep.target + ". Accuracy is the fraction of "
                    "corrupted test images predicted as their corruption's class."])
-        for name in os.listdir(tmp):
-            os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     log(f"wrote {os.path.join(out_dir, 'report.html')} "
         f"({time.perf_counter() - start:.0f} s in all)")
     return summary
@@ -447,12 +476,9 @@ def run_counterfactual(config, out_dir: str, *, log: Callable[[str], None] = pri
     import pandas as pd
 
     from jaxrobust import config as config_lib
-    from jaxrobust import data, report, train
+    from jaxrobust import report, train
 
-    out_dir = os.path.abspath(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
-    if not os.access(out_dir, os.W_OK):
-        raise PermissionError(f"output folder {out_dir} is not writable; pass another --out.")
+    out_dir = _output_folder(out_dir)
     start = time.perf_counter()
     cfg = config.counterfactual
     for name in ("fraction", "fractions"):
@@ -464,13 +490,7 @@ def run_counterfactual(config, out_dir: str, *, log: Callable[[str], None] = pri
         if getattr(cfg, name) < 1:
             raise ValueError(f"counterfactual.{name} must be at least 1, got "
                              f"{getattr(cfg, name)}.")
-    ds = data.load(config.data.source, image_size=config.data.image_size,
-                   channels=config.data.channels, strict=config.data.strict,
-                   n=config.data.n_images, seed=config.seed, log=log)
-    train_idx, test_idx = data.split(len(ds.images), test_fraction=config.data.test_fraction,
-                                     seed=config.seed)
-    log(f"data: {ds.source}, {len(train_idx)} training and {len(test_idx)} test images of "
-        f"{ds.images.shape[1:]}, classes {list(ds.class_names)}")
+    ds, train_idx, test_idx = load_split(config, log=log)
     model_cfg = config.models[0]
     name = _model_names(config)[0]
     trained = train.train(model_cfg, config.train, train_images=ds.images[train_idx],
@@ -504,8 +524,7 @@ def run_counterfactual(config, out_dir: str, *, log: Callable[[str], None] = pri
                 else None,
                 "median_fraction": float(ok["fraction"].median()) if len(ok) else None}
     summary["seconds"] = time.perf_counter() - start
-    tmp = tempfile.mkdtemp(prefix=".report-", dir=out_dir)
-    try:
+    with _publish(out_dir) as tmp:
         table.to_csv(os.path.join(tmp, "edits.csv"), index=False)
         with open(os.path.join(tmp, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
@@ -537,10 +556,6 @@ def run_counterfactual(config, out_dir: str, *, log: Callable[[str], None] = pri
                    "edited by every method.",
                    "A method succeeds on an image when the edited image is classified as its "
                    "true label. Fractions count pixels; see jaxrobust.counterfactual."])
-        for entry in os.listdir(tmp):
-            os.replace(os.path.join(tmp, entry), os.path.join(out_dir, entry))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     log(f"wrote {os.path.join(out_dir, 'report.html')} "
         f"({time.perf_counter() - start:.0f} s in all)")
     return summary

@@ -119,6 +119,16 @@ def plot_confusion(per_image: dict, class_names: dict, path: str) -> str:
     return path
 
 
+def _save_rows(fig, plt, path: str, suptitle: str, row_height: float, rows: int) -> str:
+    """Title, layout (room for the title above `rows` rows), save, close."""
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (row_height * rows)))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def plot_attribution_panels(images, maps, titles, path: str, *, suptitle: str = "") -> str:
     """Rows of image | attribution heat map | overlay, as in the study's figures 35-38.
 
@@ -143,12 +153,7 @@ def plot_attribution_panels(images, maps, titles, path: str, *, suptitle: str = 
         axes[i, 2].set_title("overlay", fontsize=7)
         for ax in axes[i]:
             ax.axis("off")
-    if suptitle:
-        fig.suptitle(suptitle, fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (2.2 * n)))
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save_rows(fig, plt, path, suptitle, 2.2, n)
 
 
 def plot_edit_panels(images, attributions, masks, edited, titles, path: str, *,
@@ -184,12 +189,7 @@ def plot_edit_panels(images, attributions, masks, edited, titles, path: str, *,
         axes[i, 3].set_title(titles[i][1], fontsize=7)
         for ax in axes[i]:
             ax.axis("off")
-    if suptitle:
-        fig.suptitle(suptitle, fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (1.95 * n)))
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save_rows(fig, plt, path, suptitle, 1.95, n)
 
 
 def plot_accuracy_and_drift(table, drift, path: str) -> str:
