@@ -107,12 +107,26 @@ def _cmd_counterfactual(args) -> None:
 def _cmd_corruptions(args) -> None:
     from jaxrobust import corruptions
 
+    if args.gallery:
+        from jaxrobust.pipeline import corruption_gallery
+
+        out = corruption_gallery(args.gallery, args.out or "gallery.png",
+                                 names=args.corruptions, severities=args.severities,
+                                 size=args.size, seed=args.seed)
+        print(f"wrote {out}")
+        return
     for name in corruptions.names():
         c = corruptions.get(name)
         levels = corruptions.seed_levels(name)
-        print(f"{name:15s} aliases: {', '.join(c.aliases):8s} class: {c.label}")
-        print(f"    level: {c.level_meaning}")
-        print(f"    study's schedule: {len(levels)} steps, {levels[0]:g} .. {levels[-1]:g}")
+        aliases = f" (aliases: {', '.join(c.aliases)})" if c.aliases else ""
+        print(f"{name}{aliases}  [{c.family}; class {c.label!r}; {c.source}]")
+        print(f"    level: {c.level_meaning}; valid {c.min_level:g} .. "
+              f"{c.max_level(224, 224):g} at 224 px")
+        if c.severities is not None:
+            table = ", ".join(f"{v:.4g}" for v in c.severities)
+            print(f"    severities 1-5 at 224 px: {table}")
+        what = "study's schedule" if c.seed_schedule else "default sweep"
+        print(f"    {what}: {len(levels)} steps, {levels[0]:g} .. {levels[-1]:g}")
 
 
 def _cmd_bench(args) -> None:
@@ -213,7 +227,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
     demo.set_defaults(fn=_cmd_demo)
 
-    lst = sub.add_parser("corruptions", help="list the corruptions and their levels")
+    lst = sub.add_parser("corruptions", help="list the corruptions and their levels, or "
+                         "draw a gallery (--gallery IMAGE)")
+    lst.add_argument("--gallery", metavar="IMAGE",
+                     help="write a PNG grid of IMAGE (a file, or 'sample') under every "
+                     "corruption at every severity")
+    lst.add_argument("--out", help="gallery PNG path (default gallery.png)")
+    lst.add_argument("--corruptions", nargs="+", metavar="NAME",
+                     help="gallery rows (default: every corruption with severities)")
+    lst.add_argument("--severities", nargs="+", type=float, default=[1, 2, 3, 4, 5],
+                     help="gallery columns, ImageNet-C severities in [0, 5] (default 1..5)")
+    lst.add_argument("--size", type=int, default=224, help="gallery image side (default 224)")
+    lst.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
     lst.set_defaults(fn=_cmd_corruptions)
 
     bench = sub.add_parser("bench", help="speed against the reference libraries")

@@ -46,7 +46,7 @@ def protocol_table(image: np.ndarray, *, key: jax.Array, log: Callable[[str], No
     rows, corrupted = [], {}
     image = jnp.asarray(image)
     size = min(image.shape[:2])
-    for i, name in enumerate(corruptions.names()):
+    for i, name in enumerate(corruptions.names("study")):
         c = corruptions.get(name)
         levels = jnp.asarray(corruptions.seed_levels(name, image_size=size))
         keys = jax.random.split(jax.random.fold_in(key, i), len(levels))
@@ -98,6 +98,78 @@ def _plot(rows, corrupted, out_dir):
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "gallery.png"), dpi=110)
     plt.close(fig)
+
+
+def gallery_image(source: str, size: int = 224) -> np.ndarray:
+    """The gallery's input: an image file, or `sample` (scikit-image's astronaut), as
+    an 8-bit-valued float32 `(size, size, C)`: the shorter side resized to `size`, the
+    centre cropped square (ImageNet-C's 224-pixel protocol)."""
+    from skimage import data, transform
+
+    from jaxrobust.data.sources import read_image
+
+    if source == "sample":
+        image = data.astronaut() / 255.0
+    elif not os.path.isfile(source):
+        raise ValueError(f"gallery image {source} does not exist; pass an image file or "
+                         "'sample'.")
+    else:
+        try:
+            image = read_image(source)
+        except ValueError as e:
+            raise ValueError(f"gallery image {source}: {e}; pass a PNG, JPEG or TIFF "
+                             "picture.") from None
+    h, w = image.shape[:2]
+    scale = size / min(h, w)
+    shape = (max(size, round(h * scale)), max(size, round(w * scale)))
+    image = transform.resize(image, shape + image.shape[2:], anti_aliasing=True)
+    top, left = (shape[0] - size) // 2, (shape[1] - size) // 2
+    image = image[top:top + size, left:left + size]
+    return (np.round(image * 255.0) / 255.0).astype(np.float32)
+
+
+def corruption_gallery(source: str, out_png: str, *, names=None,
+                       severities=(1, 2, 3, 4, 5), size: int = 224, seed: int = 0,
+                       log: Callable[[str], None] = print) -> str:
+    """Writes a PNG grid of `source` under every corruption (rows) at every severity
+    (columns), each corruption one compiled call vmapped over the severities.
+
+    Args:
+        source: image file, or `sample` for scikit-image's astronaut.
+        out_png: the PNG to write (written whole or not at all).
+        names: corruptions (default: every corruption with a severity table).
+        severities: ImageNet-C severities, may be fractional, in [0, 5].
+        size: side of the square the image is resized and cropped to.
+        seed: PRNG seed of the random corruptions.
+
+    Returns:
+        `out_png`.
+    """
+    from jaxrobust.report.plots import plot_gallery
+
+    names = [corruptions.get(n).name for n in (names or [
+        n for n in corruptions.names() if corruptions.get(n).severities is not None])]
+    severities = np.asarray(severities, np.float32)
+    image = gallery_image(source, size)
+    levels = {n: corruptions.severity(n, severities, image_size=size) for n in names}
+    if not out_png.lower().endswith(".png"):
+        raise ValueError(f"gallery output {out_png} must be a .png file.")
+    keys = jax.random.split(jax.random.key(seed), len(names))
+    panels = []
+    for i, name in enumerate(names):
+        fn = jax.jit(jax.vmap(corruptions.get(name).apply, in_axes=(None, None, 0)))
+        panels.append(np.asarray(fn(keys[i], jnp.asarray(image), jnp.asarray(levels[name]))))
+        log(f"[{i + 1}/{len(names)}] {name}")
+    os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
+    tmp = f"{out_png}.tmp.png"
+    try:
+        plot_gallery(image, np.stack(panels), names, severities.tolist(), tmp,
+                     suptitle=f"jaxrobust corruptions ({size} x {size}, seed {seed})")
+        os.replace(tmp, out_png)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return out_png
 
 
 def run_kernel_demo(out_dir: str, *, seed: int = 0, log: Callable[[str], None] = print) -> str:

@@ -54,9 +54,10 @@ def _check(classifiers, images, labels, corruptions, levels, target):
     for name in names:
         lv = np.asarray(levels[name] if levels and name in levels else
                         registry.seed_levels(name, image_size=images.shape[1]), np.float32)
+        low = registry.get(name).min_level
         top = registry.get(name).max_level(images.shape[1], images.shape[2])
-        if lv.ndim != 1 or len(lv) == 0 or lv.min() < 0 or lv.max() > top:
-            raise ValueError(f"levels for {name} must be a non-empty list in [0, {top:g}] "
+        if lv.ndim != 1 or len(lv) == 0 or lv.min() < low or lv.max() > top:
+            raise ValueError(f"levels for {name} must be a non-empty list in [{low:g}, {top:g}] "
                              f"({registry.get(name).level_meaning}); got {lv.tolist()[:5]}...")
         schedule[name] = lv
     return images, names, schedule

@@ -62,9 +62,9 @@ def test_kernels_demo_writes_the_protocol_table(tmp_path):
     assert cli.main(["kernels-demo", "--out", str(out)]) == 0
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    expected = sum(len(corruptions.seed_levels(n)) for n in corruptions.names())
+    expected = sum(len(corruptions.seed_levels(n)) for n in corruptions.names("study"))
     assert len(rows) == expected == 120
-    assert {r["corruption"] for r in rows} == set(corruptions.names())
+    assert {r["corruption"] for r in rows} == set(corruptions.names("study"))
     first = [float(r["ssim"]) for r in rows if r["corruption"] == "median_blur"]
     assert first[0] == 1.0 and first[-1] < first[1]  # radius 0 is the identity
     assert (out / "gallery.png").stat().st_size > 0

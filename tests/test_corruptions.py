@@ -132,7 +132,7 @@ def test_gaussian_noise_is_reproducible_from_its_key(rng):
 # ---------------------------------------------------------------- all kernels
 
 
-@pytest.mark.parametrize("name", corruptions.names())
+@pytest.mark.parametrize("name", corruptions.names("study"))  # the suite: test_suite.py
 def test_jit_equals_eager_and_vmap_equals_loop(rng, name):
     c = corruptions.get(name)
     images = random_image(rng, (3, 21, 25, 1), eight_bit=True)
@@ -146,7 +146,7 @@ def test_jit_equals_eager_and_vmap_equals_loop(rng, name):
         np.testing.assert_allclose(mapped[i], jitted[i], atol=1e-5)
 
 
-@pytest.mark.parametrize("name", corruptions.names())
+@pytest.mark.parametrize("name", corruptions.names("study"))
 def test_one_compiled_program_serves_every_level(name):
     c = corruptions.get(name)
     traces = []
@@ -166,12 +166,15 @@ def test_one_compiled_program_serves_every_level(name):
 
 
 def test_registry_names_aliases_and_labels():
-    assert corruptions.names() == ["scale_up", "median_blur", "gaussian_noise"]
-    for alias, name in [("crop", "scale_up"), ("blur", "median_blur"), ("noise", "gaussian_noise")]:
+    assert corruptions.names("study") == ["scale_up", "median_blur", "gaussian_noise"]
+    assert len(corruptions.names()) == 22  # + ImageNet-C's 15 + 4 and MedMNIST-C's gamma
+    for alias, name in [("crop", "scale_up"), ("blur", "median_blur"), ("noise", "gaussian_noise"),
+                        ("jpeg", "jpeg_compression"), ("Speckle", "speckle_noise")]:
         assert corruptions.get(alias).name == name
-    assert [corruptions.get(n).label for n in corruptions.names()] == ["Crop", "Blur", "Noise"]
+    labels = [corruptions.get(n).label for n in corruptions.names("study")]
+    assert labels == ["Crop", "Blur", "Noise"]
     with pytest.raises(ValueError, match="known corruptions: scale_up"):
-        corruptions.get("fog")
+        corruptions.get("hail")
 
 
 def test_seed_levels_follow_the_studys_loop():
@@ -209,7 +212,7 @@ def test_bad_images_are_rejected(name):
     with pytest.raises(ValueError, match="vmap"):
         apply(KEY, np.zeros((2, 8, 8, 1), np.float32), 1.0)
     with pytest.raises(ValueError, match="must lie in"):
-        apply(KEY, np.zeros((8, 8, 1), np.float32), -1.0)
+        apply(KEY, np.zeros((8, 8, 1), np.float32), -100.0)
 
 
 def test_levels_out_of_range():

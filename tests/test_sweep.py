@@ -43,7 +43,7 @@ def test_per_level_accuracy_equals_a_plain_loop(setup):
     images, apply_fn, params, levels = setup
     table, _ = _run(setup, batch_size=3)
     key = jax.random.key(1)
-    for c, name in enumerate(corruptions.names()):
+    for c, name in enumerate(corruptions.names("study")):
         kernel = corruptions.get(name).apply
         for step, level in enumerate(levels[name]):
             preds, scores = [], []
@@ -73,7 +73,7 @@ def test_bad_input(setup):
     clf = {"m": (apply_fn, params)}
     kw = dict(key=jax.random.key(0), class_names={"m": CLASSES}, log=lambda s: None)
     with pytest.raises(ValueError, match="unknown corruption"):
-        sweep.run(clf, images, corruptions=("fog",), **kw)
+        sweep.run(clf, images, corruptions=("hail",), **kw)
     with pytest.raises(ValueError, match="levels for median_blur"):
         sweep.run(clf, images, corruptions=("blur",), levels={"median_blur": [0, 40]}, **kw)
     with pytest.raises(ValueError, match="one label per image"):

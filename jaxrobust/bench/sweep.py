@@ -39,7 +39,7 @@ def _study_loop(apply_fn, params, images, seed: int = 0):
     rng = np.random.default_rng(seed)
     accuracy = {}
     start = time.perf_counter()
-    for c, name in enumerate(corruptions.names(), start=1):
+    for c, name in enumerate(corruptions.names("study"), start=1):
         for level in corruptions.seed_levels(name, image_size=size):
             batch, scores = [], []
             for image in images[..., 0]:
@@ -65,9 +65,9 @@ def run(n: int = 64, ref_images: int = 8, size: int = 174, log=print) -> dict:
     net = models.get("small_cnn", num_classes=4, input_shape=(size, size, 1), width=0.5,
                      hidden=64)
     apply_fn, params = models.pure(net)
-    pairs = sum(len(corruptions.seed_levels(c, image_size=size)) for c in corruptions.names())
+    pairs = sum(len(corruptions.seed_levels(c, image_size=size)) for c in corruptions.names("study"))
 
-    levels = {c: corruptions.seed_levels(c, image_size=size) for c in corruptions.names()}
+    levels = {c: corruptions.seed_levels(c, image_size=size) for c in corruptions.names("study")}
 
     def ours():
         return sweep.run({"cnn": (apply_fn, params)}, images, key=jax.random.key(0),

@@ -1,4 +1,11 @@
-"""The corruption registry and the corruption study's intensity schedules."""
+"""The corruption registry, the corruption study's intensity schedules and the
+ImageNet-C / MedMNIST-C severity tables.
+
+Each corruption's level is either a physical parameter (pixels, a noise sigma, a JPEG
+quality...) or, for the corruptions whose parameters come in tuples, ImageNet-C's
+severity itself (continuous in [0, 5]). `severity(name, s)` converts a (fractional)
+severity into the level either way, `seed_levels(name)` gives the default sweep.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +14,11 @@ from collections.abc import Callable
 
 import numpy as np
 
+from jaxrobust.corruptions import blur, digital, weather
+from jaxrobust.corruptions._ops import IMAGENET_C_SIZE
 from jaxrobust.corruptions.geometric import scale_up
 from jaxrobust.corruptions.median import DEFAULT_MAX_RADIUS, median_blur
-from jaxrobust.corruptions.noise import gaussian_noise
+from jaxrobust.corruptions.noise import gaussian_noise, impulse_noise, shot_noise, speckle_noise
 
 #: Image side (pixels) the study's schedules were written for: 224 - 50.
 SEED_IMAGE_SIZE = 174
@@ -26,7 +35,15 @@ class Corruption:
         level_meaning: what the level measures, in words with its unit.
         max_level: largest valid level for an image of side `(H, W)`.
         aliases: other accepted names.
-        seed_schedule: the study's levels for a 174-pixel image.
+        seed_schedule: the study's levels for a 174-pixel image (None: the default
+            sweep is severities 0 .. 5 in steps of 0.25).
+        family: "study", "noise", "blur", "weather", "digital" or "medical".
+        severities: the level at ImageNet-C's (or MedMNIST-C's) severities 1..5 for a
+            224-pixel image; `(1, 2, 3, 4, 5)` where the level is the severity.
+        identity_level: the level that leaves the image unchanged (severity 0).
+        size_scaled: the level is in pixels and `severity()` scales it with the image.
+        min_level: smallest valid level.
+        source: where the corruption and its table come from.
     """
 
     name: str
@@ -34,8 +51,14 @@ class Corruption:
     label: str
     level_meaning: str
     max_level: Callable[[int, int], float]
-    aliases: tuple[str, ...]
-    seed_schedule: Callable[[], np.ndarray]
+    aliases: tuple[str, ...] = ()
+    seed_schedule: Callable[[], np.ndarray] | None = None
+    family: str = "study"
+    severities: tuple[float, ...] | None = None
+    identity_level: float = 0.0
+    size_scaled: bool = False
+    min_level: float = 0.0
+    source: str = "the corruption study"
 
 
 def _crop_schedule() -> np.ndarray:
@@ -83,13 +106,88 @@ register(Corruption(
     name="gaussian_noise", apply=gaussian_noise, label="Noise",
     level_meaning="standard deviation of additive Gaussian noise, clipped to [0, 1]",
     max_level=lambda h, w: 1.0, aliases=("noise",),
-    seed_schedule=_noise_schedule,
+    seed_schedule=_noise_schedule, severities=(0.08, 0.12, 0.18, 0.26, 0.38),
 ))
 
+_SEVERITY = (1.0, 2.0, 3.0, 4.0, 5.0)
+_SEVERITY_MEANING = "ImageNet-C severity, continuous in [0, 5] (parameters interpolated)"
 
-def names() -> list[str]:
-    """Canonical names of the registered corruptions, in registration order."""
-    return list(_REGISTRY)
+
+def _suite(name, apply, label, meaning, family, severities, *, top, identity=0.0,
+           low=0.0, scaled=False, source="ImageNet-C (Hendrycks & Dietterich, 2019)",
+           aliases=()):
+    register(Corruption(
+        name=name, apply=apply, label=label, level_meaning=meaning,
+        max_level=top if callable(top) else (lambda h, w, t=top: float(t)),
+        aliases=aliases, family=family, severities=tuple(float(v) for v in severities),
+        identity_level=identity, size_scaled=scaled, min_level=low, source=source,
+    ))
+
+
+_suite("shot_noise", shot_noise, "Shot noise",
+       "Poisson noise strength, 1 / photons at intensity 1", "noise",
+       (1 / 60, 1 / 25, 1 / 12, 1 / 5, 1 / 3), top=1.0)
+_suite("impulse_noise", impulse_noise, "Impulse noise",
+       "fraction of values set to 0 or 1 (salt and pepper)", "noise",
+       (0.03, 0.06, 0.09, 0.17, 0.27), top=1.0)
+_suite("speckle_noise", speckle_noise, "Speckle noise",
+       "sigma of multiplicative Gaussian noise", "noise",
+       (0.15, 0.2, 0.35, 0.45, 0.6), top=2.0, aliases=("speckle",),
+       source="ImageNet-C (validation set); MedMNIST-C (ultrasound, OCT)")
+_suite("gaussian_blur", blur.gaussian_blur, "Gaussian blur",
+       "Gaussian sigma in pixels", "blur", (1, 2, 3, 4, 6),
+       top=lambda h, w: blur.default_max_sigma((h, w)), scaled=True,
+       source="ImageNet-C (validation set)")
+_suite("defocus_blur", blur.defocus_blur, "Defocus blur", _SEVERITY_MEANING, "blur",
+       _SEVERITY, top=5.0)
+_suite("glass_blur", blur.glass_blur, "Glass blur", _SEVERITY_MEANING, "blur",
+       _SEVERITY, top=5.0)
+_suite("motion_blur", blur.motion_blur, "Motion blur", _SEVERITY_MEANING, "blur",
+       _SEVERITY, top=5.0)
+_suite("zoom_blur", blur.zoom_blur, "Zoom blur", _SEVERITY_MEANING, "blur", _SEVERITY, top=5.0)
+_suite("snow", weather.snow, "Snow", _SEVERITY_MEANING, "weather", _SEVERITY, top=5.0)
+_suite("frost", weather.frost, "Frost", _SEVERITY_MEANING + "; procedural frost layer",
+       "weather", _SEVERITY, top=5.0)
+_suite("fog", weather.fog, "Fog", _SEVERITY_MEANING, "weather", _SEVERITY, top=5.0)
+_suite("spatter", weather.spatter, "Spatter", _SEVERITY_MEANING, "weather", _SEVERITY,
+       top=5.0, source="ImageNet-C (validation set)")
+_suite("brightness", digital.brightness, "Brightness",
+       "offset added to the HSV value (intensity for gray)", "digital",
+       (0.1, 0.2, 0.3, 0.4, 0.5), top=1.0, low=-1.0)
+_suite("contrast", digital.contrast, "Contrast",
+       "contrast factor about the channel mean (1 = unchanged)", "digital",
+       (0.4, 0.3, 0.2, 0.1, 0.05), top=10.0, identity=1.0)
+_suite("elastic_transform", digital.elastic_transform, "Elastic",
+       "gain of the smooth random displacement field", "digital",
+       (12.5, 16.25, 21.25, 25.0, 30.0), top=100.0, aliases=("elastic",))
+_suite("pixelate", digital.pixelate, "Pixelate",
+       "size factor of the box-downsized image (1 = unchanged)", "digital",
+       (0.6, 0.5, 0.4, 0.3, 0.25), top=1.0, identity=1.0, low=1e-6)
+_suite("jpeg_compression", digital.jpeg_compression, "JPEG",
+       "JPEG quality (libjpeg scale, 100 = finest)", "digital",
+       (25, 18, 15, 10, 7), top=100.0, identity=100.0, low=1.0, aliases=("jpeg",))
+_suite("saturate", digital.saturate, "Saturate", _SEVERITY_MEANING, "digital", _SEVERITY,
+       top=5.0, source="ImageNet-C (validation set)")
+_suite("gamma", digital.gamma, "Gamma", "gamma exponent, x ** gamma (1 = unchanged)",
+       "medical", (1.1, 1.2, 1.3, 1.4, 1.6), top=20.0, identity=1.0, low=0.05,
+       aliases=("gamma_correction",), source="MedMNIST-C (Di Salvo et al., 2024), X-ray/CT")
+
+#: ImageNet-C's 15 test corruptions, in the paper's order.
+IMAGENET_C = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur",
+              "motion_blur", "zoom_blur", "snow", "frost", "fog", "brightness", "contrast",
+              "elastic_transform", "pixelate", "jpeg_compression")
+#: ImageNet-C's 4 validation corruptions.
+IMAGENET_C_VALIDATION = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+
+
+def names(family: str | None = None) -> list[str]:
+    """Canonical names of the registered corruptions, in registration order.
+
+    Args:
+        family: only this family ("study", "noise", "blur", "weather", "digital",
+            "medical"); `None` for all.
+    """
+    return [n for n, c in _REGISTRY.items() if family is None or c.family == family]
 
 
 def get(name: str) -> Corruption:
@@ -106,12 +204,40 @@ def get(name: str) -> Corruption:
     return _REGISTRY[canonical]
 
 
+def severity(name: str, s, *, image_size: int = IMAGENET_C_SIZE) -> np.ndarray:
+    """The level of corruption `name` at ImageNet-C severity `s` (scalar or array).
+
+    Severities 1..5 give the published table (ImageNet-C's; MedMNIST-C's for
+    `gamma`); fractional severities interpolate linearly between them, and between 0
+    (the identity level: no corruption) and 1. For the kernels whose level *is* the
+    severity, this returns `s`. Levels in pixels (`gaussian_blur`'s sigma) are scaled
+    by `image_size / 224`; the severity-level kernels scale their own pixel parameters
+    with the image they get (their `reference_size` option), and every other level is
+    relative to the image already (noise, contrast, pixelate factor, zoom...).
+
+    Raises:
+        ValueError: `s` outside [0, 5], or a corruption without a severity table.
+    """
+    corruption = get(name)
+    if corruption.severities is None:
+        raise ValueError(f"{corruption.name} has no ImageNet-C severities; its levels are "
+                         f"{corruption.level_meaning} (see seed_levels).")
+    s = np.asarray(s, np.float32)
+    if np.any(~np.isfinite(s)) or np.any((s < 0) | (s > 5)):
+        raise ValueError(f"severity must lie in [0, 5], got {s.tolist()}.")
+    table = np.asarray((corruption.identity_level, *corruption.severities), np.float32)
+    if corruption.size_scaled:
+        table = table * (image_size / IMAGENET_C_SIZE)
+    return np.interp(s, np.arange(6, dtype=np.float32), table).astype(np.float32)
+
+
 def seed_levels(name: str, *, image_size: int = SEED_IMAGE_SIZE) -> np.ndarray:
     """The corruption study's levels for `name`, as a float32 array.
 
     * `scale_up`: 50 steps, `4 * (0.06 + 0.11 k)` pixels per side (0.24 .. 21.8).
     * `median_blur`: 20 steps, disk radius `k` (0 .. 19).
     * `gaussian_noise`: 50 steps, sigma `0.0025 k` (0 .. 0.1225).
+    * every other corruption: 21 steps, `severity(name, s)` for s = 0, 0.25, .., 5.
 
     The pixel-valued schedules were written for 174-pixel images. For another
     `image_size` they are scaled by `image_size / 174` so that the corruption is the
@@ -119,6 +245,8 @@ def seed_levels(name: str, *, image_size: int = SEED_IMAGE_SIZE) -> np.ndarray:
     does not depend on size.
     """
     corruption = get(name)
+    if corruption.seed_schedule is None:
+        return severity(name, np.linspace(0.0, 5.0, 21), image_size=image_size)
     levels = corruption.seed_schedule()
     if image_size != SEED_IMAGE_SIZE and corruption.name != "gaussian_noise":
         levels = levels * (image_size / SEED_IMAGE_SIZE)

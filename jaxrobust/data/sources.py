@@ -58,6 +58,34 @@ def _label_of(root: str, path: str) -> str:
     return stem.split("_")[0] if "_" in stem else stem  # the study's layout: BPD_001.png
 
 
+def read_image(path: str) -> np.ndarray:
+    """One image file as a float64 `(H, W, C)` array in [0, 1], C 1 (gray) or 3 (RGB).
+
+    Integer images are divided by their dtype's maximum, RGBA is composited on white.
+
+    Raises:
+        ValueError: unreadable file, or NaN / inf pixels; the message says which.
+    """
+    from skimage import color, io
+
+    try:
+        image = np.asarray(io.imread(path))
+    except Exception as e:  # noqa: BLE001 - every reader error means "unreadable"
+        raise ValueError(f"unreadable ({type(e).__name__}: {e})") from None
+    if image.ndim == 3 and image.shape[-1] == 4:
+        image = color.rgba2rgb(image)
+    if image.dtype.kind in "ui":
+        image = image / float(np.iinfo(image.dtype).max)
+    image = image.astype(np.float64)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[-1] not in (1, 3):
+        raise ValueError(f"not a gray or RGB picture (array of shape {image.shape})")
+    if not np.all(np.isfinite(image)):
+        raise ValueError("contains NaN or inf pixels")
+    return image
+
+
 def load_folder(root: str, *, image_size: int, channels: int = 1, strict: bool = False,
                 log=print) -> Dataset:
     """Every image file under `root`, labelled by sub-folder or by file-name prefix.
@@ -70,7 +98,7 @@ def load_folder(root: str, *, image_size: int, channels: int = 1, strict: bool =
     Raises:
         ValueError: missing or empty folder, no readable images, a strict failure.
     """
-    from skimage import color, io
+    from skimage import color
 
     if not os.path.isdir(root):
         raise ValueError(f"folder:{root} does not exist or is not a folder.")
@@ -85,19 +113,9 @@ def load_folder(root: str, *, image_size: int, channels: int = 1, strict: bool =
             problems.append((path, "not an image file (by extension)"))
             continue
         try:
-            image = np.asarray(io.imread(path))
-        except Exception as e:  # noqa: BLE001 - every reader error means "unreadable"
-            problems.append((path, f"unreadable ({type(e).__name__}: {e})"))
-            continue
-        if image.ndim == 3 and image.shape[-1] == 4:
-            image = color.rgba2rgb(image)
-        if image.dtype.kind in "ui":
-            image = image / float(np.iinfo(image.dtype).max)
-        image = image.astype(np.float64)
-        if image.ndim == 2:
-            image = image[..., None]
-        if not np.all(np.isfinite(image)):
-            problems.append((path, "contains NaN or inf pixels"))
+            image = read_image(path)
+        except ValueError as e:
+            problems.append((path, str(e)))
             continue
         if channels == 1 and image.shape[-1] == 3:
             image = color.rgb2gray(image)[..., None]

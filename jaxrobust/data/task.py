@@ -26,10 +26,11 @@ class Task:
 
 
 def level_range(name: str, image_size: int) -> tuple[float, float]:
-    """Training range of levels for a corruption: the study's schedule without level 0."""
+    """Training range of levels for a corruption: its default schedule without the
+    identity level (the level that leaves the image unchanged)."""
     levels = registry.seed_levels(name, image_size=image_size)
-    positive = levels[levels > 0]
-    return float(positive.min()), float(positive.max())
+    corrupting = levels[levels != registry.get(name).identity_level]
+    return float(corrupting.min()), float(corrupting.max())
 
 
 def corruption_task(images, *, key: jax.Array, corruptions: tuple[str, ...] = DEFAULT_CORRUPTIONS,

@@ -224,3 +224,31 @@ def plot_accuracy_and_drift(table, drift, path: str) -> str:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_gallery(image, panels, names, severities, path: str, *, suptitle: str = "") -> str:
+    """A grid of corrupted images: one row per corruption, one column per severity.
+
+    Args:
+        image: the clean `(H, W, C)` image, shown in the first column.
+        panels: `(len(names), len(severities), H, W, C)` corrupted images.
+        names: row labels (corruption names).
+        severities: column labels.
+    """
+    plt = _plt()
+    rows, cols = len(names), len(severities) + 1
+    fig, axes = plt.subplots(rows, cols, figsize=(1.45 * cols, 1.5 * rows), squeeze=False)
+    gray = image.shape[-1] == 1
+    for r, name in enumerate(names):
+        for c in range(cols):
+            ax = axes[r, c]
+            shown = image if c == 0 else panels[r, c - 1]
+            ax.imshow(np.clip(shown[..., 0] if gray else shown, 0, 1),
+                      cmap="gray" if gray else None, vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title("clean" if c == 0 else f"severity {severities[c - 1]:g}",
+                             fontsize=8)
+        axes[r, 0].set_ylabel(name.replace("_", " "), fontsize=8)
+    return _save_rows(fig, plt, path, suptitle, 1.5, rows)

@@ -1,0 +1,387 @@
+"""Building blocks shared by the corruption kernels: filters with traced widths,
+resampling, colour spaces and severity tables.
+
+Everything here works on one `(H, W, C)` float32 image (or one `(H, W)` plane) with
+static shapes, so that a kernel's level can stay traced: a filter whose width depends
+on the level is given a static support sized for the largest level, and the taps
+outside the current width get weight zero.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+#: ImageNet-C's tables were written for 224 x 224 images.
+IMAGENET_C_SIZE = 224
+
+
+# --------------------------------------------------------------------------------------
+# Boundary rules and 1-D filters as matrices
+# --------------------------------------------------------------------------------------
+
+def boundary_index(idx, n: int, mode: str):
+    """Maps (possibly out-of-range) integer indices into `[0, n)` by a boundary rule.
+
+    Modes follow `scipy.ndimage`: `nearest` (a a | a b c | c c), `reflect` (b a | a b c
+    | c b, half-sample symmetric), `mirror` (c b | a b c | b a, OpenCV's
+    BORDER_REFLECT_101) and `wrap`.
+    """
+    if mode == "nearest":
+        return jnp.clip(idx, 0, n - 1)
+    if mode == "wrap":
+        return jnp.mod(idx, n)
+    if mode == "reflect":
+        period = 2 * n
+        i = jnp.mod(idx, period)
+        return jnp.where(i >= n, period - 1 - i, i)
+    if mode == "mirror":
+        if n == 1:
+            return jnp.zeros_like(idx)
+        period = 2 * n - 2
+        i = jnp.mod(idx, period)
+        return jnp.where(i >= n, period - i, i)
+    raise ValueError(f"unknown boundary mode {mode!r}; use nearest, reflect, mirror or wrap.")
+
+
+def filter_matrix(n: int, weights, mode: str):
+    """The `(n, n)` matrix of a 1-D correlation with `weights` under a boundary rule.
+
+    Args:
+        n: length of the axis.
+        weights: `(2R + 1,)` taps for offsets `-R .. R` (may be traced).
+        mode: boundary rule (see `boundary_index`).
+
+    Returns:
+        `M` with `(M @ x)[i] = sum_k weights[k] * x[boundary(i + k - R)]`.
+    """
+    k = weights.shape[0]
+    radius = k // 2
+    idx = boundary_index(jnp.arange(n)[:, None] + jnp.arange(-radius, radius + 1)[None, :],
+                         n, mode)
+    onehot = idx[:, :, None] == jnp.arange(n)[None, None, :]
+    return jnp.einsum("ikj,k->ij", onehot.astype(jnp.float32), weights.astype(jnp.float32))
+
+
+def filter_separable(image, wy, wx, mode: str):
+    """Correlates the rows of `image` `(H, W, ...)` with `wy` and the columns with `wx`."""
+    H, W = image.shape[:2]
+    my = filter_matrix(H, wy, mode)
+    mx = filter_matrix(W, wx, mode)
+    hp = lax.Precision.HIGHEST
+    out = jnp.einsum("ij,jw...->iw...", my, image, precision=hp)
+    return jnp.einsum("kw,iw...->ik...", mx, out, precision=hp)
+
+
+def gaussian_taps(sigma, max_radius: int, *, truncate: float = 4.0):
+    """scipy's Gaussian taps for a (traced) `sigma` on a static support `max_radius`.
+
+    `scipy.ndimage.gaussian_filter` (and so `skimage.filters.gaussian`) uses the
+    radius `int(truncate * sigma + 0.5)`; taps beyond it are zero here. `sigma == 0`
+    gives the identity.
+    """
+    x = jnp.arange(-max_radius, max_radius + 1, dtype=jnp.float32)
+    sigma = jnp.asarray(sigma, jnp.float32)
+    radius = jnp.floor(truncate * sigma + 0.5)
+    safe = jnp.maximum(sigma, 1e-6)
+    w = jnp.where(jnp.abs(x) <= radius, jnp.exp(-0.5 * (x / safe) ** 2), 0.0)
+    w = w / jnp.sum(w)
+    return jnp.where(sigma > 0, w, (x == 0).astype(jnp.float32))
+
+
+def gaussian_radius(max_sigma: float, truncate: float = 4.0) -> int:
+    """Static support that holds scipy's Gaussian up to `max_sigma`."""
+    return int(truncate * max_sigma + 0.5)
+
+
+def gaussian_blur_image(image, sigma, max_sigma: float, *, mode: str = "nearest",
+                        truncate: float = 4.0):
+    """`skimage.filters.gaussian(image, sigma, mode=mode, truncate=truncate)` per channel.
+
+    `sigma` is a scalar or a `(sigma_y, sigma_x)` pair, and may be traced up to the
+    static `max_sigma`.
+    """
+    sigma = jnp.broadcast_to(jnp.asarray(sigma, jnp.float32), (2,))
+    r = gaussian_radius(max_sigma, truncate)
+    return filter_separable(image, gaussian_taps(sigma[0], r, truncate=truncate),
+                            gaussian_taps(sigma[1], r, truncate=truncate), mode)
+
+
+# --------------------------------------------------------------------------------------
+# Resampling
+# --------------------------------------------------------------------------------------
+
+def lerp_axis(x, axis: int, coords):
+    """Linear interpolation of `x` along `axis` at (in-range) float `coords`."""
+    n = x.shape[axis]
+    lo = jnp.clip(jnp.floor(coords), 0, n - 1)
+    frac = coords - lo
+    lo = lo.astype(jnp.int32)
+    hi = jnp.minimum(lo + 1, n - 1)
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    frac = frac.reshape(shape)
+    return jnp.take(x, lo, axis=axis) * (1.0 - frac) + jnp.take(x, hi, axis=axis) * frac
+
+
+def zoom_geometry(n: int, zoom):
+    """`(crop, size, valid)` of `clipped_zoom` on an axis of length `n`: the centre
+    crop's length `ceil(n / zoom)`, the length `round(crop * zoom)` it is zoomed to,
+    and how many of those samples land inside the crop (all of them in exact
+    arithmetic)."""
+    crop = jnp.ceil(n / zoom)
+    size = jnp.round(crop * zoom)
+    return crop, size, size
+
+
+def clipped_zoom(image, zoom, geometry=None):
+    """ImageNet-C's `clipped_zoom`: the centre `ceil(n / zoom)` crop, zoomed back.
+
+    The crop is resized by `scipy.ndimage.zoom(order=1)` (corner-aligned linear
+    interpolation to `round(crop * zoom)` samples) and the first `n` samples are kept,
+    on both axes; where the zoom is shorter than the axis the rest is 0. `zoom >= 1`
+    may be traced. `geometry` optionally gives each axis's `(crop, size, valid)` (see
+    `zoom_geometry`), e.g. computed on the host in float64 like the reference, where
+    the float32 product would round the other way, and where SciPy's last sample can
+    fall a rounding error outside the crop (`mode='constant'` then gives 0 there).
+    """
+    out = image
+    for axis in (0, 1):
+        n = image.shape[axis]
+        crop, size, valid = zoom_geometry(n, zoom) if geometry is None else geometry[axis]
+        top = jnp.floor((n - crop) / 2)
+        o = jnp.arange(n, dtype=jnp.float32)
+        coords = top + o * (crop - 1) / jnp.maximum(size - 1, 1)
+        # a zoom shorter than the axis leaves the rest empty (the reference then adds
+        # the short layer into the top-left corner only)
+        shape = [1] * out.ndim
+        shape[axis] = n
+        out = lerp_axis(out, axis, coords) * (o < valid).astype(out.dtype).reshape(shape)
+    return out
+
+
+def bilinear_sample(image, ys, xs, mode: str):
+    """`image` `(H, W, C)` sampled at float coordinates `ys, xs` `(H', W')`, linear.
+
+    Out-of-range neighbours follow the boundary `mode` (as `scipy.ndimage.
+    map_coordinates(order=1, mode=mode)` for `nearest`, `reflect`, `mirror`, `wrap`).
+    """
+    H, W = image.shape[:2]
+    y0 = jnp.floor(ys)
+    x0 = jnp.floor(xs)
+    fy = (ys - y0)[..., None]
+    fx = (xs - x0)[..., None]
+    y0 = y0.astype(jnp.int32)
+    x0 = x0.astype(jnp.int32)
+    flat = image.reshape(H * W, -1)
+
+    def at(y, x):
+        idx = boundary_index(y, H, mode) * W + boundary_index(x, W, mode)
+        return jnp.take(flat, idx.reshape(-1), axis=0).reshape(*ys.shape, -1)
+
+    top = at(y0, x0) * (1 - fx) + at(y0, x0 + 1) * fx
+    bottom = at(y0 + 1, x0) * (1 - fx) + at(y0 + 1, x0 + 1) * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def shift_clamped(image, dy, dx):
+    """`image` shifted by integer `(dy, dx)` (may be traced), edges repeated.
+
+    `out[y, x] = image[clip(y - dy), clip(x - dx)]`: ImageNet-C's `shift`.
+    """
+    H, W = image.shape[:2]
+    rows = jnp.clip(jnp.arange(H) - dy, 0, H - 1)
+    cols = jnp.clip(jnp.arange(W) - dx, 0, W - 1)
+    return jnp.take(jnp.take(image, rows, axis=0), cols, axis=1)
+
+
+def motion_blur_image(image, radius, sigma, angle_deg, max_radius: int):
+    """ImageNet-C's `_motion_blur`: a one-sided Gaussian-weighted streak at `angle_deg`.
+
+    `2 * radius + 1` taps (weights `exp(-i^2 / 2 sigma^2)`, normalised), tap `i`
+    shifting the image by `-ceil(i * (sin a, cos a) - 0.5)` with edges repeated.
+    `radius` may be fractional and traced, up to the static `max_radius`; taps past
+    the image size are dropped as the reference does.
+    """
+    H, W = image.shape[:2]
+    width = 2.0 * radius + 1.0
+    a = jnp.deg2rad(angle_deg)
+    taps = jnp.arange(2 * max_radius + 1, dtype=jnp.float32)
+    dys = -jnp.ceil(taps * jnp.sin(a) - 0.5).astype(jnp.int32)
+    dxs = -jnp.ceil(taps * jnp.cos(a) - 0.5).astype(jnp.int32)
+    inside = (jnp.abs(dys) < H) & (jnp.abs(dxs) < W)
+    # the reference stops at the first tap that leaves the image
+    inside = jnp.cumprod(inside.astype(jnp.int32)) > 0
+    weights = jnp.exp(-(taps ** 2) / (2.0 * sigma ** 2))
+    weights = weights / jnp.sum(jnp.where(taps < width, weights, 0.0))
+    weights = jnp.where((taps < width) & inside, weights, 0.0)
+
+    def tap(acc, args):
+        w, dy, dx = args
+        return acc + w * shift_clamped(image, dy, dx), None
+
+    out, _ = lax.scan(tap, jnp.zeros_like(image), (weights, dys, dxs))
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Colour
+# --------------------------------------------------------------------------------------
+
+def rgb_to_gray(rgb, weights=(0.299, 0.587, 0.114)):
+    """`(H, W, 3)` -> `(H, W)` luma (OpenCV's RGB2GRAY weights by default)."""
+    return jnp.tensordot(rgb, jnp.asarray(weights, rgb.dtype), axes=([-1], [0]))
+
+
+def rgb_to_hsv(rgb):
+    """`skimage.color.rgb2hsv` for `(..., 3)` float RGB in [0, 1]."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    v = jnp.max(rgb, axis=-1)
+    delta = v - jnp.min(rgb, axis=-1)
+    safe_v = jnp.where(v == 0, 1.0, v)
+    s = jnp.where(delta == 0, 0.0, delta / safe_v)
+    safe_d = jnp.where(delta == 0, 1.0, delta)
+    h = jnp.where(b == v, 4.0 + (r - g) / safe_d, 0.0)
+    h = jnp.where(g == v, 2.0 + (b - r) / safe_d, h)
+    h = jnp.where(r == v, (g - b) / safe_d, h)
+    h = jnp.mod(h / 6.0, 1.0)
+    h = jnp.where(delta == 0, 0.0, h)
+    return jnp.stack([h, s, v], axis=-1)
+
+
+def hsv_to_rgb(hsv):
+    """`skimage.color.hsv2rgb` for `(..., 3)` float HSV in [0, 1]."""
+    h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+    hi = jnp.floor(h * 6.0)
+    f = h * 6.0 - hi
+    p = v * (1 - s)
+    q = v * (1 - f * s)
+    t = v * (1 - (1 - f) * s)
+    hi = jnp.mod(hi, 6).astype(jnp.int32)
+    r = jnp.choose(hi, [v, q, p, p, t, v], mode="clip")
+    g = jnp.choose(hi, [t, v, v, q, p, p], mode="clip")
+    b = jnp.choose(hi, [p, p, t, v, v, q], mode="clip")
+    return jnp.stack([r, g, b], axis=-1)
+
+
+# --------------------------------------------------------------------------------------
+# Severity tables
+# --------------------------------------------------------------------------------------
+
+def table_params(table, severity):
+    """Parameters at a (traced, fractional) `severity` of a table with rows 0 .. 5.
+
+    Row 0 holds the parameters that leave the image unchanged; rows 1 .. 5 are
+    ImageNet-C's severities. Between rows every parameter is interpolated linearly.
+
+    Returns:
+        A tuple of scalars, one per column.
+    """
+    table = np.asarray(table, np.float32)
+    grid = jnp.arange(table.shape[0], dtype=jnp.float32)
+    return tuple(jnp.interp(severity, grid, jnp.asarray(table[:, j]))
+                 for j in range(table.shape[1]))
+
+
+def size_scale(image_shape, reference_size: int | None) -> float:
+    """How many pixels of this image one pixel of a `reference_size` image is."""
+    if reference_size is None:
+        return 1.0
+    return min(image_shape[0], image_shape[1]) / float(reference_size)
+
+
+def ceil_int(x: float) -> int:
+    return int(math.ceil(x - 1e-9))
+
+
+def as_rgb(image):
+    """`(H, W, 1)` -> `(H, W, 3)` by repetition; 3-channel images unchanged."""
+    return jnp.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
+
+
+def uniform(key, shape, low, high):
+    return jax.random.uniform(key, shape, jnp.float32, low, high)
+
+
+def finish(out, ok, image):
+    """Clips to [0, 1], turns the image NaN where a traced level was out of range and
+    casts back to the input dtype: the last line of every kernel."""
+    return jnp.where(ok, jnp.clip(out, 0.0, 1.0), jnp.nan).astype(image.dtype)
+
+
+def check_channels(image, fn: str):
+    """Raises unless `image` has 1 (grayscale) or 3 (RGB) channels."""
+    if image.shape[-1] not in (1, 3):
+        raise ValueError(f"{fn}: expected 1 (grayscale) or 3 (RGB) channels, got "
+                         f"{image.shape[-1]}; convert the image to gray or RGB first.")
+
+
+def blend_below_one(image, out, severity):
+    """Severities below 1 fade from the clean image (0) to severity 1's output (1)."""
+    mix = jnp.clip(severity, 0.0, 1.0)
+    return image + mix * (out - image)
+
+
+def plasma_fractal(key, map_size: int, decay):
+    """ImageNet-C's diamond-square height map, `(map_size, map_size)` in [0, 1].
+
+    A port of `imagecorruptions.plasma_fractal` (itself from FLHerne/mapgen): at each
+    level squares then diamonds get the mean of their corners plus uniform noise of
+    amplitude `wibble`, which starts at 100 and is divided by `decay` (may be traced)
+    per level. `map_size` must be a power of two.
+    """
+    if map_size & (map_size - 1):
+        raise ValueError(f"plasma_fractal: map_size must be a power of two, got {map_size}.")
+    m = jnp.zeros((map_size, map_size), jnp.float32)
+    step = map_size
+    wibble = jnp.float32(100.0)
+    while step >= 2:
+        key, k1, k2, k3 = jax.random.split(key, 4)
+        h = step // 2
+
+        def wibbled(k, a, wibble=wibble):
+            return a / 4 + wibble * jax.random.uniform(k, a.shape, jnp.float32, -1.0, 1.0) * wibble
+
+        corners = m[0::step, 0::step]
+        acc = corners + jnp.roll(corners, -1, axis=0)
+        acc = acc + jnp.roll(acc, -1, axis=1)
+        m = m.at[h::step, h::step].set(wibbled(k1, acc))
+        dr = m[h::step, h::step]
+        ul = m[0::step, 0::step]
+        lt = dr + jnp.roll(dr, 1, axis=0) + ul + jnp.roll(ul, -1, axis=1)
+        m = m.at[0::step, h::step].set(wibbled(k2, lt))
+        tt = dr + jnp.roll(dr, 1, axis=1) + ul + jnp.roll(ul, -1, axis=0)
+        m = m.at[h::step, 0::step].set(wibbled(k3, tt))
+        step //= 2
+        wibble = wibble / decay
+    m = m - jnp.min(m)
+    return m / jnp.max(m)
+
+
+def next_power_of_two(n: int) -> int:
+    return 1 if n == 0 else 2 ** (n - 1).bit_length()
+
+
+def fft_correlate(image, kernel, mode: str = "mirror"):
+    """2-D correlation of every channel of `image` `(H, W, C)` with a centred odd
+    `kernel` `(K, K)` (may be traced), boundary by `mode`, through the FFT.
+
+    `mirror` is OpenCV's default border (BORDER_REFLECT_101), as `cv2.filter2D` uses.
+    """
+    H, W, _ = image.shape
+    r = kernel.shape[0] // 2
+    np_mode = {"mirror": "reflect", "reflect": "symmetric", "nearest": "edge",
+               "wrap": "wrap"}[mode]
+    padded = jnp.pad(image, ((r, r), (r, r), (0, 0)), mode=np_mode)
+    ph, pw = padded.shape[:2]
+    # correlation = convolution with the flipped kernel; put its centre at (0, 0)
+    flipped = kernel[::-1, ::-1]
+    k = jnp.zeros((ph, pw), jnp.float32).at[:2 * r + 1, :2 * r + 1].set(flipped)
+    k = jnp.roll(k, (-r, -r), axis=(0, 1))
+    spec = jnp.fft.rfft2(padded, axes=(0, 1)) * jnp.fft.rfft2(k)[..., None]
+    out = jnp.fft.irfft2(spec, s=(ph, pw), axes=(0, 1))
+    return out[r:r + H, r:r + W]

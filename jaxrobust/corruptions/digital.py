@@ -1,0 +1,298 @@
+"""Digital and photometric kernels: brightness, contrast, saturate, gamma, pixelate,
+JPEG compression, elastic transform.
+
+All but `saturate` take their physical parameter as the level (a brightness offset, a
+contrast factor, a JPEG quality...); `saturate`'s parameters come in pairs, so it
+takes ImageNet-C's severity, continuous in `[0, 5]`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxrobust._validation import check_image, check_level
+from jaxrobust.corruptions import _ops
+
+#: (saturation factor, saturation offset) per severity 1..5.
+SATURATE = ((0.3, 0.0), (0.1, 0.0), (2.0, 0.0), (5.0, 0.1), (20.0, 0.2))
+
+
+def _start(image, fn, level, what, low, high):
+    image = check_image(image, fn=fn)
+    _ops.check_channels(image, fn)
+    level, ok = check_level(level, fn=fn, what=what, low=low, high=high)
+    return image, image.astype(jnp.float32), level, ok
+
+
+def brightness(key, image, delta):
+    """ImageNet-C's `brightness`: `delta` added to the HSV value (to the intensity of a
+    grayscale image), clipped. Severities 1-5: delta 0.1 .. 0.5.
+
+    Args:
+        key: unused (deterministic).
+        image: `(H, W, C)` float image in [0, 1], C in {1, 3}.
+        delta: `-1 <= delta <= 1`; may be traced.
+    """
+    del key
+    image, x, delta, ok = _start(image, "brightness", delta, "value offset", -1.0, 1.0)
+    if x.shape[-1] == 1:
+        return _ops.finish(x + delta, ok, image)
+    hsv = _ops.rgb_to_hsv(x)
+    hsv = hsv.at[..., 2].set(jnp.clip(hsv[..., 2] + delta, 0.0, 1.0))
+    return _ops.finish(_ops.hsv_to_rgb(hsv), ok, image)
+
+
+def contrast(key, image, factor):
+    """ImageNet-C's `contrast`: `(x - mean) * factor + mean` per channel, clipped.
+
+    `factor < 1` lowers contrast (ImageNet-C severities 1-5: 0.4, 0.3, 0.2, 0.1, 0.05),
+    `factor > 1` raises it (MedMNIST-C's `contrast_up`).
+
+    Args:
+        key: unused (deterministic).
+        image: `(H, W, C)` float image in [0, 1], C in {1, 3}.
+        factor: `0 <= factor <= 10`; 1 leaves the image unchanged; may be traced.
+    """
+    del key
+    image, x, factor, ok = _start(image, "contrast", factor, "contrast factor", 0.0, 10.0)
+    means = jnp.mean(x, axis=(0, 1), keepdims=True)
+    return _ops.finish((x - means) * factor + means, ok, image)
+
+
+def gamma(key, image, exponent):
+    """Gamma correction `x ** exponent` (MedMNIST-C's `gamma_corr` for X-ray and CT:
+    up 1.1, 1.2, 1.3, 1.4, 1.6; down 0.9 .. 0.4). Equals
+    `skimage.exposure.adjust_gamma(x, exponent)` for floats.
+
+    Args:
+        key: unused (deterministic).
+        image: `(H, W, C)` float image in [0, 1], C in {1, 3}.
+        exponent: `0.05 <= exponent <= 20`; 1 leaves the image unchanged; may be traced.
+    """
+    del key
+    image, x, exponent, ok = _start(image, "gamma", exponent, "gamma exponent", 0.05, 20.0)
+    return _ops.finish(x ** exponent, ok, image)
+
+
+def saturate(key, image, severity):
+    """ImageNet-C's `saturate`: HSV saturation `s * factor + offset`, clipped.
+
+    Severities 1-5: `SATURATE` (the first two desaturate, the last three saturate);
+    fractional severities interpolate, below 1 the output fades from the clean image.
+    A grayscale image has no saturation and is returned unchanged, as the reference
+    does (it converts gray to RGB, and hue 0 maps the value back to red).
+
+    Args:
+        key: unused (deterministic).
+        image: `(H, W, C)` float image in [0, 1], C in {1, 3}.
+        severity: `0 <= severity <= 5`, may be fractional and traced.
+    """
+    del key
+    image, x, severity, ok = _start(image, "saturate", severity, "ImageNet-C severity",
+                                    0.0, 5.0)
+    if x.shape[-1] == 1:
+        return _ops.finish(x, ok, image)
+    factor, offset = _ops.table_params(SATURATE, jnp.maximum(severity, 1.0) - 1.0)
+    hsv = _ops.rgb_to_hsv(x)
+    hsv = hsv.at[..., 1].set(jnp.clip(hsv[..., 1] * factor + offset, 0.0, 1.0))
+    out = _ops.hsv_to_rgb(hsv)
+    return _ops.finish(_ops.blend_below_one(x, out, severity), ok, image)
+
+
+#: ImageNet-C's pixelate factors per severity 1..5.
+PIXELATE = (0.6, 0.5, 0.4, 0.3, 0.25)
+
+
+@functools.lru_cache(maxsize=64)
+def _pillow_pixelate_matrix(n: int, factor: float) -> np.ndarray:
+    """The exact `(n, n)` matrix of Pillow's BOX-then-NEAREST round trip at `factor`.
+
+    Read off Pillow itself (probing the identity as a float image), so that the
+    published factors reproduce its ties exactly: Pillow accumulates coordinates in
+    double precision, and `(x + 0.5) * small / n` often lands on an integer.
+    """
+    from PIL import Image
+
+    small = max(int(n * factor), 1)
+    eye = np.eye(n, dtype=np.float32)
+    box = np.stack([np.asarray(Image.fromarray(row[None, :], "F").resize(
+        (small, 1), Image.BOX))[0] for row in eye], axis=1)  # (small, n)
+    idx = np.arange(small, dtype=np.float32)[None, :]
+    back = np.asarray(Image.fromarray(idx, "F").resize((n, 1), Image.NEAREST))[0]
+    return (np.eye(small, dtype=np.float32)[back.astype(int)] @ box).astype(np.float32)
+
+
+def _pixelate_matrix(n: int, factor):
+    """`(n, n)` matrix of Pillow's BOX downsizing to `int(n * factor)` then NEAREST back.
+
+    At ImageNet-C's factors the matrix is Pillow's own (`_pillow_pixelate_matrix`);
+    at any other (traced) factor it is computed from Pillow's rules.
+    """
+    small = jnp.maximum(jnp.floor(n * factor + 1e-4), 1.0)
+    scale = n / small
+    j = jnp.arange(n, dtype=jnp.float32)  # output index of the small image (< small used)
+    centre = (j + 0.5) * scale
+    lo = jnp.maximum(jnp.floor(centre - 0.5 * scale + 0.5), 0.0)
+    hi = jnp.minimum(jnp.floor(centre + 0.5 * scale + 0.5), n)
+    src = jnp.arange(n, dtype=jnp.float32)
+    u = (src[None, :] + 0.5 - centre[:, None]) / scale
+    box = ((src[None, :] >= lo[:, None]) & (src[None, :] < hi[:, None])
+           & (u > -0.5) & (u <= 0.5)).astype(jnp.float32)
+    box = box / jnp.maximum(jnp.sum(box, axis=1, keepdims=True), 1.0)  # (small, n)
+    back = jnp.floor((jnp.arange(n, dtype=jnp.float32) + 0.5) * small / n)
+    nearest = (back[:, None] == j[None, :]).astype(jnp.float32)  # (n, small)
+    out = nearest @ box
+    for c in PIXELATE:
+        out = jnp.where(factor == jnp.float32(c), jnp.asarray(_pillow_pixelate_matrix(n, c)),
+                        out)
+    return out
+
+
+def pixelate(key, image, factor):
+    """ImageNet-C's `pixelate`: Pillow's BOX resize to `factor` of the size, then
+    NEAREST back to the full size. Severities 1-5: 0.6, 0.5, 0.4, 0.3, 0.25.
+
+    Args:
+        key: unused (deterministic).
+        image: `(H, W, C)` float image in [0, 1], C in {1, 3}.
+        factor: `0 < factor <= 1` (the small image is `int(H * factor)` by
+            `int(W * factor)`, at least 1 pixel); may be traced.
+    """
+    del key
+    image, x, factor, ok = _start(image, "pixelate", factor, "size factor", 1e-6, 1.0)
+    H, W = x.shape[:2]
+    hp = lax.Precision.HIGHEST
+    out = jnp.einsum("ij,jwc->iwc", _pixelate_matrix(H, factor), x, precision=hp)
+    out = jnp.einsum("kw,iwc->ikc", _pixelate_matrix(W, factor), out, precision=hp)
+    return _ops.finish(out, ok, image)
+
+
+# JPEG (ITU T.81 Annex K tables, libjpeg's quality scaling, JFIF colour, 4:2:0).
+_LUMA_Q = np.array([
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
+    14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
+    18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+], np.float32).reshape(8, 8)
+_CHROMA_Q = np.full((8, 8), 99.0, np.float32)
+_CHROMA_Q[:4, :4] = np.array([17, 18, 24, 47, 18, 21, 26, 66, 24, 26, 56, 99, 47, 66, 99, 99],
+                             np.float32).reshape(4, 4)
+
+
+def _dct_matrix() -> np.ndarray:
+    k = np.arange(8)[:, None]
+    n = np.arange(8)[None, :]
+    d = np.cos(np.pi * (2 * n + 1) * k / 16) * np.sqrt(2 / 8)
+    d[0] /= math.sqrt(2)
+    return d.astype(np.float32)
+
+
+_DCT = _dct_matrix()
+
+
+def _quant_table(base, quality):
+    """libjpeg's `jpeg_set_quality` (baseline): scaled table, clamped to 1..255."""
+    scale = jnp.where(quality < 50, jnp.floor(5000.0 / quality), 200.0 - 2.0 * quality)
+    return jnp.clip(jnp.floor((base * scale + 50.0) / 100.0), 1.0, 255.0)
+
+
+def _jpeg_plane(plane, table):
+    """DCT, quantise, dequantise, inverse DCT of one `(h, w)` plane (multiples of 8)."""
+    h, w = plane.shape
+    blocks = (plane - 128.0).reshape(h // 8, 8, w // 8, 8)
+    d = jnp.asarray(_DCT)
+    hp = lax.Precision.HIGHEST
+    coef = jnp.einsum("uy,aybx,vx->aubv", d, blocks, d, precision=hp)
+    t = table[None, :, None, :]
+    q = jnp.sign(coef) * jnp.floor(jnp.abs(coef) / t + 0.5) * t
+    out = jnp.einsum("uy,aubv,vx->aybx", d, q, d, precision=hp)
+    return jnp.clip(jnp.round(out + 128.0), 0.0, 255.0).reshape(h, w)
+
+
+def _fancy_upsample(c):
+    """libjpeg's h2v2 'fancy' (triangle) chroma upsampling, `(h, w)` -> `(2h, 2w)`."""
+    up = jnp.concatenate([c[:1], c[:-1]], axis=0)
+    down = jnp.concatenate([c[1:], c[-1:]], axis=0)
+    rows = jnp.stack([3 * c + up, 3 * c + down], axis=1).reshape(-1, c.shape[1])
+    left = jnp.concatenate([rows[:, :1], rows[:, :-1]], axis=1)
+    right = jnp.concatenate([rows[:, 1:], rows[:, -1:]], axis=1)
+    cols = jnp.stack([(3 * rows + left + 8) / 16, (3 * rows + right + 7) / 16], axis=2)
+    return jnp.floor(cols.reshape(rows.shape[0], -1))
+
+
+def jpeg_compression(key, image, quality):
+    """ImageNet-C's `jpeg_compression`: a baseline JPEG round trip at `quality`, as
+    Pillow/libjpeg save it (quality-scaled Annex K tables, JFIF YCbCr, 4:2:0 chroma,
+    edges replicated to whole blocks) and decode it (fancy chroma upsampling).
+    Severities 1-5: quality 25, 18, 15, 10, 7. Grayscale images are coded as their
+    luma plane alone (what the reference's gray -> RGB -> JPEG -> gray round trip
+    amounts to). The DCT is exact in float where libjpeg uses integer arithmetic, so
+    values differ from Pillow's by a few 8-bit levels at most.
+
+    Args:
+        key: unused (deterministic).
+        image: `(H, W, C)` float image in [0, 1], C in {1, 3}.
+        quality: `1 <= quality <= 100`; may be traced (the tables are computed).
+    """
+    del key
+    image, x, quality, ok = _start(image, "jpeg_compression", quality, "JPEG quality",
+                                   1.0, 100.0)
+    H, W, C = x.shape
+    block = 8 if C == 1 else 16
+    ph, pw = -H % block, -W % block
+    rgb = jnp.pad(jnp.round(x * 255.0), ((0, ph), (0, pw), (0, 0)), mode="edge")
+    luma_q = _quant_table(jnp.asarray(_LUMA_Q), quality)
+    if C == 1:
+        out = _jpeg_plane(rgb[..., 0], luma_q)[..., None]
+        return _ops.finish(out[:H, :W] / 255.0, ok, image)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    y = jnp.round(0.299 * r + 0.587 * g + 0.114 * b)
+    cb = jnp.round(-0.168736 * r - 0.331264 * g + 0.5 * b + 128.0)
+    cr = jnp.round(0.5 * r - 0.418688 * g - 0.081312 * b + 128.0)
+    chroma_q = _quant_table(jnp.asarray(_CHROMA_Q), quality)
+
+    def chroma(c):
+        hh, ww = c.shape
+        small = jnp.floor(c.reshape(hh // 2, 2, ww // 2, 2).sum(axis=(1, 3)) / 4.0 + 0.5)
+        return _fancy_upsample(_jpeg_plane(small, chroma_q))
+
+    y = _jpeg_plane(y, luma_q)
+    cb = chroma(cb) - 128.0
+    cr = chroma(cr) - 128.0
+    out = jnp.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb], -1)
+    out = jnp.clip(jnp.round(out), 0.0, 255.0)
+    return _ops.finish(out[:H, :W] / 255.0, ok, image)
+
+
+def elastic_transform(key, image, alpha):
+    """ImageNet-C's `elastic_transform` (as in `imagecorruptions`): a smooth random
+    displacement field, bilinear resampling with reflected borders.
+
+    Each displacement component is uniform in `[-0.005 H, 0.005 H]` per pixel, blurred
+    by a Gaussian of sigma `0.01 (H, W)` (reflect, truncate 3) and multiplied by
+    `alpha`; the image is sampled at `(y + dy, x + dx)` like
+    `scipy.ndimage.map_coordinates(order=1, mode='reflect')`. Relative to the image
+    size throughout. Severities 1-5: alpha 12.5, 16.25, 21.25, 25, 30.
+
+    Args:
+        key: a `jax.random` key.
+        image: `(H, W, C)` float image in [0, 1], C in {1, 3}.
+        alpha: `0 <= alpha <= 100`; may be traced.
+    """
+    image, x, alpha, ok = _start(image, "elastic_transform", alpha, "displacement gain",
+                                 0.0, 100.0)
+    H, W = x.shape[:2]
+    sigma = (0.01 * H, 0.01 * W)
+    max_d = 0.005 * H
+    noise = jax.random.uniform(key, (H, W, 2), jnp.float32, -max_d, max_d)
+    field = _ops.gaussian_blur_image(noise, sigma, max(sigma), mode="reflect",
+                                     truncate=3.0) * alpha
+    ys = jnp.arange(H, dtype=jnp.float32)[:, None] + field[..., 1]
+    xs = jnp.arange(W, dtype=jnp.float32)[None, :] + field[..., 0]
+    return _ops.finish(_ops.bilinear_sample(x, ys, xs, "reflect"), ok, image)

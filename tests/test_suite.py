@@ -1,0 +1,262 @@
+"""The ImageNet-C / MedMNIST-C suite against `imagecorruptions`, scikit-image, Pillow
+and SciPy: deterministic kernels value for value, random ones by distribution."""
+
+import io
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from jaxrobust import corruptions
+from jaxrobust.corruptions import _ops
+
+ic = pytest.importorskip("jaxrobust.bench.reference")
+try:
+    ic.load()
+except ImportError:  # pragma: no cover - the compare extra is not installed
+    pytest.skip("imagecorruptions is not installed", allow_module_level=True)
+
+SUITE = [n for n in corruptions.names() if corruptions.get(n).family != "study"]
+SUITE.append("gaussian_noise")
+RANDOM = ["gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "glass_blur",
+          "motion_blur", "snow", "frost", "fog", "spatter", "elastic_transform"]
+
+
+def _smooth_u8(rng, shape):
+    """A fresh 8-bit test picture: smoothed noise with edges, as uint8."""
+    noise = rng.random(shape)
+    smooth = ndimage.gaussian_filter(noise, (3, 3, 0)[:len(shape)])
+    smooth = (smooth - smooth.min()) / (np.ptp(smooth) + 1e-9)
+    edges = (rng.random(shape) < 0.02) * rng.random(shape)
+    return np.round(np.clip(smooth + edges, 0, 1) * 255).astype(np.uint8)
+
+
+def _apply(name, image, level, key=None, **kw):
+    c = corruptions.get(name)
+    if "reference_size" in c.apply.__code__.co_varnames:
+        kw.setdefault("reference_size", None)  # the published pixel values at any size
+    return np.asarray(c.apply(jax.random.key(0) if key is None else key,
+                              jnp.asarray(image), jnp.float32(level), **kw))
+
+
+def _published(name, severity):
+    return corruptions.get(name).severities[severity - 1]
+
+
+# ------------------------------------------------------------------ the contract
+
+
+@pytest.mark.parametrize("name", SUITE)
+def test_compiles_once_vmaps_and_is_reproducible(rng, name):
+    c = corruptions.get(name)
+    traces = []
+
+    def kernel(key, image, level):
+        traces.append(1)
+        return c.apply(key, image, level)
+
+    fn = jax.jit(jax.vmap(jax.vmap(kernel, in_axes=(0, None, None)), in_axes=(None, None, 0)))
+    image = jnp.asarray(_smooth_u8(rng, (28, 28, 1)) / 255.0, jnp.float32)
+    keys = jax.random.split(jax.random.key(int(rng.integers(1 << 30))), 2)
+    levels = corruptions.severity(name, [1.0, 2.5, 5.0], image_size=28)
+    out = np.asarray(fn(keys, image, levels))
+    again = np.asarray(fn(keys, image, corruptions.severity(name, [0.5, 3.0, 4.0],
+                                                            image_size=28)))
+    assert len(traces) == 1, "a new level must not recompile"
+    assert out.shape == (3, 2, 28, 28, 1) and np.isfinite(out).all()
+    assert out.min() >= 0 and out.max() <= 1 and np.isfinite(again).all()
+    np.testing.assert_array_equal(out, np.asarray(fn(keys, image, levels)))  # same key
+    if name in RANDOM:
+        assert not np.array_equal(out[:, 0], out[:, 1]), "other keys must give other draws"
+    else:
+        np.testing.assert_array_equal(out[:, 0], out[:, 1])
+    if name != "saturate":  # a gray image has no saturation to change
+        assert np.abs(out[-1, 0] - np.asarray(image)).mean() > 0  # it corrupts
+
+
+@pytest.mark.parametrize("name", SUITE)
+def test_rgb_224_and_severity_zero(rng, name):
+    image = _smooth_u8(rng, (224, 224, 3)) / 255.0
+    fn = jax.jit(corruptions.get(name).apply)
+    key = jax.random.key(1)
+    out = np.asarray(fn(key, jnp.asarray(image, jnp.float32),
+                        jnp.float32(corruptions.severity(name, 3.0))))
+    assert out.shape == (224, 224, 3) and np.isfinite(out).all()
+    assert 0 <= out.min() and out.max() <= 1
+    clean = np.asarray(fn(key, jnp.asarray(image, jnp.float32),
+                          jnp.float32(corruptions.severity(name, 0.0))))
+    if name == "jpeg_compression":  # quality 100 is the finest JPEG, not the identity
+        assert np.abs(clean - image).mean() < 0.03
+    else:
+        np.testing.assert_allclose(clean, image, atol=2e-6)
+
+
+def test_bad_inputs_are_refused():
+    with pytest.raises(ValueError, match="1 \\(grayscale\\) or 3 \\(RGB\\) channels"):
+        corruptions.defocus_blur(None, jnp.zeros((32, 32, 2)), 1.0)
+    with pytest.raises(ValueError, match="must lie in \\[0, 5\\]"):
+        corruptions.snow(jax.random.key(0), jnp.zeros((32, 32, 1)), 6.0)
+    with pytest.raises(ValueError, match="severity must lie in"):
+        corruptions.severity("fog", 5.5)
+    with pytest.raises(ValueError, match="no ImageNet-C severities"):
+        corruptions.severity("median_blur", 1)
+    traced = jax.jit(corruptions.jpeg_compression)(None, jnp.zeros((16, 16, 1)), 0.0)
+    assert np.isnan(np.asarray(traced)).all()  # a traced level out of range: NaN
+
+
+def test_severity_tables_interpolate_and_scale():
+    np.testing.assert_allclose(corruptions.severity("shot_noise", [1, 5]), [1 / 60, 1 / 3])
+    np.testing.assert_allclose(corruptions.severity("contrast", [0, 0.5, 1, 1.5]),
+                               [1.0, 0.7, 0.4, 0.35], rtol=1e-6)
+    np.testing.assert_allclose(corruptions.severity("gaussian_blur", 5, image_size=112), 3.0)
+    np.testing.assert_allclose(corruptions.severity("fog", [0.0, 2.5]), [0.0, 2.5])
+    assert corruptions.names("weather") == ["snow", "frost", "fog", "spatter"]
+    assert set(corruptions.IMAGENET_C) | set(corruptions.IMAGENET_C_VALIDATION) <= set(
+        corruptions.names())
+
+
+# -------------------------------------------------------- deterministic parity
+
+
+@pytest.mark.parametrize("name", ["gaussian_blur", "defocus_blur", "zoom_blur", "brightness",
+                                  "contrast", "saturate"])
+@pytest.mark.parametrize("shape", [(32, 32, 3), (40, 57, 3), (36, 36, 1)])
+def test_deterministic_kernels_equal_imagecorruptions(rng, name, shape):
+    u8 = _smooth_u8(rng, shape)
+    for s in range(1, 6):
+        ref = ic.corrupt(u8, name, s) / 255.0
+        out = _apply(name, u8 / 255.0, _published(name, s))
+        if shape[-1] == 1:
+            ref = ref[..., :1]
+        np.testing.assert_allclose(out, ref, atol=1e-4, err_msg=f"{name} severity {s}")
+
+
+@pytest.mark.parametrize("shape", [(32, 32, 3), (45, 38, 3), (33, 40, 1)])
+def test_pixelate_equals_pillow_within_one_level(rng, shape):
+    u8 = _smooth_u8(rng, shape)
+    for s in range(1, 6):
+        ref = ic.corrupt(u8, "pixelate", s)[..., :shape[-1]] / 255.0
+        out = _apply("pixelate", u8 / 255.0, _published("pixelate", s))
+        assert np.abs(out - ref).max() <= 1.0 / 255 + 1e-6
+
+
+def test_gamma_equals_skimage(rng):
+    from skimage.exposure import adjust_gamma
+
+    image = rng.random((30, 31, 3)).astype(np.float32)
+    for g in (0.4, 0.9, 1.1, 1.6, 3.0):
+        np.testing.assert_allclose(_apply("gamma", image, g), adjust_gamma(image, g),
+                                   rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_jpeg_is_close_to_pillow(rng, channels):
+    from PIL import Image
+
+    u8 = _smooth_u8(rng, (48, 64, channels))
+    for quality in (7, 15, 25, 60, 95):
+        buf = io.BytesIO()
+        Image.fromarray(u8.squeeze(-1) if channels == 1 else u8).save(buf, "JPEG",
+                                                                     quality=quality)
+        ref = np.asarray(Image.open(buf), np.float64).reshape(u8.shape)
+        out = _apply("jpeg_compression", u8 / 255.0, quality) * 255.0
+        diff = np.abs(out - ref)
+        # float DCT against libjpeg's integer one: rare coefficient flips
+        assert diff.mean() < (0.5 if channels == 1 else 1.5), (quality, diff.mean())
+        psnr = 10 * np.log10(255.0 ** 2 / np.mean(diff ** 2))
+        assert psnr > (40 if channels == 1 else 33), (quality, psnr)
+
+
+def test_motion_blur_streak_equals_reference(rng):
+    from imagecorruptions import corruptions as ref_mod
+
+    image = _smooth_u8(rng, (40, 48, 3)).astype(np.float32)
+    for radius, sigma, angle in ((10, 3, -31.3), (15, 8, 44.0), (3, 2, 7.7)):
+        ref = ref_mod._motion_blur(image, radius=radius, sigma=sigma, angle=angle)
+        out = _ops.motion_blur_image(jnp.asarray(image), radius, sigma, angle, 20)
+        np.testing.assert_allclose(np.asarray(out), ref, rtol=1e-5, atol=1e-3)
+
+
+def test_elastic_warp_and_field_filter_equal_scipy(rng):
+    from skimage.filters import gaussian
+
+    image = rng.random((30, 34, 3)).astype(np.float32)
+    dy, dx = (rng.standard_normal((2, 30, 34)) * 4).astype(np.float32)
+    ys, xs = np.meshgrid(np.arange(30), np.arange(34), indexing="ij")
+    ref = np.stack([ndimage.map_coordinates(image[..., c], [ys + dy, xs + dx], order=1,
+                                            mode="reflect") for c in range(3)], -1)
+    out = _ops.bilinear_sample(jnp.asarray(image), jnp.asarray(ys + dy, jnp.float32),
+                               jnp.asarray(xs + dx, jnp.float32), "reflect")
+    np.testing.assert_allclose(np.asarray(out), ref, atol=1e-5)
+    noise = rng.uniform(-1, 1, (30, 34, 1)).astype(np.float32)
+    ref = gaussian(noise[..., 0], (0.3, 0.34), mode="reflect", truncate=3)
+    out = _ops.gaussian_blur_image(jnp.asarray(noise), (0.3, 0.34), 0.34, mode="reflect",
+                                   truncate=3.0)
+    np.testing.assert_allclose(np.asarray(out)[..., 0], ref, atol=1e-6)
+
+
+def test_plasma_fractal_has_the_reference_distribution():
+    from imagecorruptions import corruptions as ref_mod
+
+    np.random.seed(0)  # noqa: NPY002 - the reference draws from NumPy's global state
+    ref = np.array([ref_mod.plasma_fractal(32, 1.7) for _ in range(300)])
+    ours = np.asarray(jax.vmap(lambda k: _ops.plasma_fractal(k, 32, 1.7))(
+        jax.random.split(jax.random.key(3), 300)))
+    assert abs(ref.mean() - ours.mean()) < 0.02
+    assert abs(ref.std() - ours.std()) < 0.01
+    # spatial correlation at 1 and 8 pixels
+    for lag in (1, 8):
+        corr = [np.corrcoef(a[:, :-lag].ravel(), a[:, lag:].ravel())[0, 1]
+                for a in (ref.reshape(-1, 32), ours.reshape(-1, 32))]
+        assert abs(corr[0] - corr[1]) < 0.03
+
+
+# ------------------------------------------------------------ random parity
+
+
+def _stats(images):
+    a = np.asarray(images)
+    return {"mean": a.mean(), "std": a.std(), "zeros": (a <= 0.5 / 255).mean(),
+            "ones": (a >= 254.5 / 255).mean()}
+
+
+#: tolerances: mean and std, clipped fractions, mean change (relative)
+_TOL = {"glass_blur": (0.01, 0.03, 0.3), "frost": (0.12, 0.12, 0.5),
+        "fog": (0.06, 0.03, 0.25), "snow": (0.02, 0.07, 0.1)}
+
+
+@pytest.mark.parametrize("name", RANDOM)
+def test_random_kernels_match_reference_distribution(rng, name):
+    u8 = _smooth_u8(rng, (48, 48, 3))
+    x = u8 / 255.0
+    c = corruptions.get(name)
+    kw = {"reference_size": None} if "reference_size" in c.apply.__code__.co_varnames else {}
+    fn = jax.jit(jax.vmap(lambda k, lv: c.apply(k, jnp.asarray(x, jnp.float32), lv, **kw),
+                          in_axes=(0, None)))
+    abs_tol, clip_tol, rel_tol = _TOL.get(name, (0.01, 0.03, 0.1))
+    np.random.seed(int(rng.integers(1 << 31)))  # noqa: NPY002 - the reference's global state
+    for s in (1, 3, 5):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = np.array([ic.corrupt(u8, name, s) / 255.0 for _ in range(6)])
+        ours = np.asarray(fn(jax.random.split(jax.random.key(int(rng.integers(1 << 30))), 6),
+                             jnp.float32(_published(name, s))))
+        r, o = _stats(ref), _stats(ours)
+        for k in r:
+            tol = abs_tol if k in ("mean", "std") else clip_tol
+            assert abs(r[k] - o[k]) <= tol, (name, s, k, r[k], o[k])
+        change_r = np.abs(ref - x).mean()
+        change_o = np.abs(ours - x).mean()
+        assert abs(change_o - change_r) <= rel_tol * change_r + 2e-3, (name, s, change_r,
+                                                                      change_o)
+
+
+def test_shot_noise_is_poisson_counts(rng):
+    x = np.full((64, 64, 1), 0.5, np.float32)
+    out = _apply("shot_noise", x, 1 / 12, key=jax.random.key(int(rng.integers(1 << 30))))
+    counts = out * 12
+    np.testing.assert_allclose(counts, np.round(counts), atol=1e-4)  # whole photons
+    assert abs(counts.mean() - 6) < 0.15 and abs(counts.var() - 6) < 0.6
