@@ -22,6 +22,8 @@ def _config(args):
     overrides = list(args.set or [])
     if getattr(args, "devices", None) is not None:
         overrides.append(f"sweep.devices={args.devices}")
+    if getattr(args, "corruptions", None):
+        overrides.append(f"task.corruptions=[{','.join(args.corruptions)}]")
     if path is None or (not os.path.exists(path) and os.sep not in path
                         and not path.endswith((".yaml", ".yml"))):
         path = _shipped_config(path or DEFAULT_CONFIG)
@@ -198,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="the main job: train, sweep under the study's protocol, report"))
     run.add_argument("--devices", type=int, help="sweep on this many local devices "
                      "(default: all)")
+    run.add_argument("--corruptions", nargs="+", metavar="NAME",
+                     help="corruptions to train on and sweep (any registered name; "
+                     "default: the config's task.corruptions)")
     run.set_defaults(fn=_cmd_run)
 
     trn = with_config(sub.add_parser("train", help="train the configured models"))
@@ -208,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a trained model folder (repeat for several)")
     swp.add_argument("--devices", type=int, help="sweep on this many local devices "
                      "(default: all)")
+    swp.add_argument("--corruptions", nargs="+", metavar="NAME",
+                     help="corruptions to train on and sweep (any registered name; "
+                     "default: the config's task.corruptions)")
     swp.set_defaults(fn=_cmd_sweep)
 
     att = with_config(sub.add_parser("attribute", help="attributions from a checkpoint"))

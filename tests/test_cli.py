@@ -87,3 +87,22 @@ def test_console_script_exits_non_zero_on_bad_arguments():
                           capture_output=True, text=True)
     assert proc.returncode != 0
     assert "invalid choice" in proc.stderr
+
+
+def test_corruptions_gallery(tmp_path, capsys):
+    from skimage import io
+
+    out = tmp_path / "g.png"
+    assert cli.main(["corruptions", "--gallery", "sample", "--corruptions", "fog", "jpeg",
+                     "--severities", "1", "4.5", "--size", "32", "--out", str(out)]) == 0
+    picture = io.imread(out)
+    assert picture.ndim == 3 and picture.shape[0] > 100  # two rows of three panels
+    assert cli.main(["corruptions", "--gallery", str(tmp_path / "missing.png"),
+                     "--out", str(tmp_path / "h.png")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "h.png").exists()
+    text = tmp_path / "notes.png"
+    text.write_text("not a picture")
+    assert cli.main(["corruptions", "--gallery", str(text), "--out",
+                     str(tmp_path / "i.png")]) == 2
+    assert "unreadable" in capsys.readouterr().err

@@ -255,8 +255,20 @@ def test_random_kernels_match_reference_distribution(rng, name):
 
 
 def test_shot_noise_is_poisson_counts(rng):
-    x = np.full((64, 64, 1), 0.5, np.float32)
-    out = _apply("shot_noise", x, 1 / 12, key=jax.random.key(int(rng.integers(1 << 30))))
-    counts = out * 12
-    np.testing.assert_allclose(counts, np.round(counts), atol=1e-4)  # whole photons
-    assert abs(counts.mean() - 6) < 0.15 and abs(counts.var() - 6) < 0.6
+    from scipy import stats
+
+    for photons, intensity in ((12, 0.5), (60, 0.37), (3, 0.913)):  # on and off the grid
+        x = np.full((96, 96, 1), intensity, np.float32)
+        out = _apply("shot_noise", x, 1 / photons,
+                     key=jax.random.key(int(rng.integers(1 << 30))))
+        counts = out.ravel() * photons
+        np.testing.assert_allclose(counts, np.round(counts), atol=1e-3)  # whole photons
+        lam = photons * intensity
+        ks = np.arange(int(lam * 3 + 20))
+        observed = np.bincount(np.round(counts).astype(int), minlength=len(ks))[:len(ks)]
+        expected = stats.poisson.pmf(ks, lam) * counts.size
+        keep = expected > 5
+        # clipping at 1 folds counts above `photons` into it: compare below it only
+        keep &= ks < photons
+        chi2 = np.sum((observed[keep] - expected[keep]) ** 2 / expected[keep])
+        assert stats.chi2.sf(chi2, keep.sum() - 1) > 1e-4, (photons, intensity, chi2)

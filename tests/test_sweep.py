@@ -126,3 +126,21 @@ def test_automatic_chunk_size_fits_the_budget(setup):
     big = sweep.auto_batch_size(program, params, np.resize(images, (600,) + images.shape[1:]),
                                 lv, devices=1, budget_bytes=1e9)
     assert 1 <= small < big <= 512
+
+
+def test_suite_corruptions_sweep_on_their_default_severities(setup):
+    # any registered corruption sweeps (here on labels): default levels are severities
+    # 0 .. 5, contrast's identity is 1, and a level outside the range is refused
+    images, apply_fn, params, _ = setup
+    clf = {"m": (apply_fn, params)}
+    table, per_image = sweep.run(clf, images, np.arange(5) % 4, corruptions=("fog", "contrast"),
+                                 key=jax.random.key(2), target="labels", log=lambda s: None)
+    assert set(table["corruption"]) == {"fog", "contrast"}
+    assert len(table) == 2 * 21
+    first = table[table["step"] == 0]
+    np.testing.assert_allclose(first["ssim_mean"], 1.0, atol=1e-6)  # severity 0: clean
+    assert table[table["corruption"] == "fog"]["ssim_mean"].iloc[-1] < 0.9
+    with pytest.raises(ValueError, match="levels for contrast"):
+        sweep.run(clf, images, np.arange(5) % 4, corruptions=("contrast",),
+                  levels={"contrast": [1.0, 11.0]}, key=jax.random.key(0), target="labels",
+                  log=lambda s: None)

@@ -41,7 +41,7 @@ def load():
     import numpy as np
 
     if not hasattr(np, "float_"):
-        np.float64 = np.float64
+        setattr(np, "float_", np.float64)  # noqa: B010 - ruff's NPY201 fix would rename it
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import imagecorruptions

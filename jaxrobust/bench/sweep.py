@@ -65,9 +65,8 @@ def run(n: int = 64, ref_images: int = 8, size: int = 174, log=print) -> dict:
     net = models.get("small_cnn", num_classes=4, input_shape=(size, size, 1), width=0.5,
                      hidden=64)
     apply_fn, params = models.pure(net)
-    pairs = sum(len(corruptions.seed_levels(c, image_size=size)) for c in corruptions.names("study"))
-
     levels = {c: corruptions.seed_levels(c, image_size=size) for c in corruptions.names("study")}
+    pairs = sum(len(v) for v in levels.values())
 
     def ours():
         return sweep.run({"cnn": (apply_fn, params)}, images, key=jax.random.key(0),
