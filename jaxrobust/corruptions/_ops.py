@@ -273,10 +273,11 @@ def hsv_to_rgb(hsv):
 # --------------------------------------------------------------------------------------
 
 def table_params(table, severity):
-    """Parameters at a (traced, fractional) `severity` of a table with rows 0 .. 5.
+    """Parameters at a (traced, fractional) position `severity` of a table.
 
-    Row 0 holds the parameters that leave the image unchanged; rows 1 .. 5 are
-    ImageNet-C's severities. Between rows every parameter is interpolated linearly.
+    Row `i` of `table` sits at position `i`; between rows every parameter is
+    interpolated linearly (outside, the end rows hold). The kernels pass ImageNet-C's
+    severities 1..5 as rows 0..4 and `max(severity, 1) - 1` as the position.
 
     Returns:
         A tuple of scalars, one per column.
