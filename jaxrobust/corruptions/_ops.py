@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxrobust._validation import check_image, check_level
+
 #: ImageNet-C's tables were written for 224 x 224 images.
 IMAGENET_C_SIZE = 224
 
@@ -312,6 +314,21 @@ def finish(out, ok, image):
     """Clips to [0, 1], turns the image NaN where a traced level was out of range and
     casts back to the input dtype: the last line of every kernel."""
     return jnp.where(ok, jnp.clip(out, 0.0, 1.0), jnp.nan).astype(image.dtype)
+
+
+def start(image, level, fn: str, *, what: str = "ImageNet-C severity", low: float = 0.0,
+          high: float = 5.0):
+    """The first line of every suite kernel: checks the image (one `(H, W, C)` float
+    image, C 1 or 3) and the level (`[low, high]`, see `check_level`).
+
+    Returns:
+        `(image, x, level, ok)`: the checked image, it as float32, the level and the
+        in-range flag for `finish`.
+    """
+    image = check_image(image, fn=fn)
+    check_channels(image, fn)
+    level, ok = check_level(level, fn=fn, what=what, low=low, high=high)
+    return image, image.astype(jnp.float32), level, ok
 
 
 def check_channels(image, fn: str):

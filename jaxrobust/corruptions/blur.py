@@ -32,17 +32,6 @@ MOTION = ((10, 3), (15, 5), (15, 8), (15, 12), (20, 15))
 ZOOM = ((1.11, 0.01), (1.15, 0.01), (1.20, 0.02), (1.24, 0.02), (1.30, 0.03))
 
 
-def _severity(severity, fn):
-    return check_level(severity, fn=fn, what="ImageNet-C severity", low=0.0, high=5.0)
-
-
-def _start(image, severity, fn):
-    image = check_image(image, fn=fn)
-    _ops.check_channels(image, fn)
-    severity, ok = _severity(severity, fn)
-    return image, image.astype(jnp.float32), severity, ok
-
-
 def default_max_sigma(shape) -> float:
     """Static Gaussian support of `gaussian_blur`: sigma 8 at 224 px, scaled with size."""
     return 8.0 * max(1.0, min(shape[0], shape[1]) / IMAGENET_C_SIZE)
@@ -113,7 +102,7 @@ def defocus_blur(key, image, severity, *, reference_size: int | None = IMAGENET_
         reference_size: image side the pixel parameters are for (static).
     """
     del key
-    image, x, severity, ok = _start(image, severity, "defocus_blur")
+    image, x, severity, ok = _ops.start(image, severity, "defocus_blur")
     scale = _ops.size_scale(image.shape, reference_size)
     radius, alias = _ops.table_params(DEFOCUS, jnp.maximum(severity, 1.0) - 1.0)
     radius = radius * scale
@@ -143,7 +132,7 @@ def glass_blur(key, image, severity, *, reference_size: int | None = IMAGENET_C_
             `GLASS`; fractional passes are rounded.
         reference_size: image side the pixel parameters are for (static).
     """
-    image, x, severity, ok = _start(image, severity, "glass_blur")
+    image, x, severity, ok = _ops.start(image, severity, "glass_blur")
     H, W = x.shape[:2]
     scale = _ops.size_scale(image.shape, reference_size)
     sigma, delta, passes = _ops.table_params(GLASS, jnp.maximum(severity, 1.0) - 1.0)
@@ -178,7 +167,7 @@ def motion_blur(key, image, severity, *, reference_size: int | None = IMAGENET_C
         severity: `0 <= severity <= 5`, may be fractional and traced.
         reference_size: image side the pixel parameters are for (static).
     """
-    image, x, severity, ok = _start(image, severity, "motion_blur")
+    image, x, severity, ok = _ops.start(image, severity, "motion_blur")
     scale = _ops.size_scale(image.shape, reference_size)
     radius, sigma = _ops.table_params(MOTION, jnp.maximum(severity, 1.0) - 1.0)
     angle = jax.random.uniform(key, (), jnp.float32, -45.0, 45.0)
@@ -232,7 +221,7 @@ def zoom_blur(key, image, severity):
         severity: `0 <= severity <= 5`, may be fractional and traced.
     """
     del key
-    image, x, severity, ok = _start(image, severity, "zoom_blur")
+    image, x, severity, ok = _ops.start(image, severity, "zoom_blur")
     H, W = x.shape[:2]
     largest, step = _ops.table_params(ZOOM, jnp.maximum(severity, 1.0) - 1.0)
     count = _zoom_count(largest, step)

@@ -16,18 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxrobust._validation import check_image, check_level
 from jaxrobust.corruptions import _ops
 
 #: (saturation factor, saturation offset) per severity 1..5.
 SATURATE = ((0.3, 0.0), (0.1, 0.0), (2.0, 0.0), (5.0, 0.1), (20.0, 0.2))
-
-
-def _start(image, fn, level, what, low, high):
-    image = check_image(image, fn=fn)
-    _ops.check_channels(image, fn)
-    level, ok = check_level(level, fn=fn, what=what, low=low, high=high)
-    return image, image.astype(jnp.float32), level, ok
 
 
 def brightness(key, image, delta):
@@ -40,7 +32,8 @@ def brightness(key, image, delta):
         delta: `-1 <= delta <= 1`; may be traced.
     """
     del key
-    image, x, delta, ok = _start(image, "brightness", delta, "value offset", -1.0, 1.0)
+    image, x, delta, ok = _ops.start(image, delta, "brightness",
+                                    what="value offset", low=-1.0, high=1.0)
     if x.shape[-1] == 1:
         return _ops.finish(x + delta, ok, image)
     hsv = _ops.rgb_to_hsv(x)
@@ -60,7 +53,8 @@ def contrast(key, image, factor):
         factor: `0 <= factor <= 10`; 1 leaves the image unchanged; may be traced.
     """
     del key
-    image, x, factor, ok = _start(image, "contrast", factor, "contrast factor", 0.0, 10.0)
+    image, x, factor, ok = _ops.start(image, factor, "contrast",
+                                    what="contrast factor", low=0.0, high=10.0)
     means = jnp.mean(x, axis=(0, 1), keepdims=True)
     return _ops.finish((x - means) * factor + means, ok, image)
 
@@ -76,7 +70,8 @@ def gamma(key, image, exponent):
         exponent: `0.05 <= exponent <= 20`; 1 leaves the image unchanged; may be traced.
     """
     del key
-    image, x, exponent, ok = _start(image, "gamma", exponent, "gamma exponent", 0.05, 20.0)
+    image, x, exponent, ok = _ops.start(image, exponent, "gamma",
+                                    what="gamma exponent", low=0.05, high=20.0)
     return _ops.finish(x ** exponent, ok, image)
 
 
@@ -94,8 +89,7 @@ def saturate(key, image, severity):
         severity: `0 <= severity <= 5`, may be fractional and traced.
     """
     del key
-    image, x, severity, ok = _start(image, "saturate", severity, "ImageNet-C severity",
-                                    0.0, 5.0)
+    image, x, severity, ok = _ops.start(image, severity, "saturate")
     if x.shape[-1] == 1:
         return _ops.finish(x, ok, image)
     factor, offset = _ops.table_params(SATURATE, jnp.maximum(severity, 1.0) - 1.0)
@@ -165,7 +159,8 @@ def pixelate(key, image, factor):
             `int(W * factor)`, at least 1 pixel); may be traced.
     """
     del key
-    image, x, factor, ok = _start(image, "pixelate", factor, "size factor", 1e-6, 1.0)
+    image, x, factor, ok = _ops.start(image, factor, "pixelate",
+                                    what="size factor", low=1e-6, high=1.0)
     H, W = x.shape[:2]
     hp = lax.Precision.HIGHEST
     out = jnp.einsum("ij,jwc->iwc", _pixelate_matrix(H, factor), x, precision=hp)
@@ -241,8 +236,8 @@ def jpeg_compression(key, image, quality):
         quality: `1 <= quality <= 100`; may be traced (the tables are computed).
     """
     del key
-    image, x, quality, ok = _start(image, "jpeg_compression", quality, "JPEG quality",
-                                   1.0, 100.0)
+    image, x, quality, ok = _ops.start(image, quality, "jpeg_compression",
+                                    what="JPEG quality", low=1.0, high=100.0)
     H, W, C = x.shape
     block = 8 if C == 1 else 16
     ph, pw = -H % block, -W % block
@@ -285,8 +280,8 @@ def elastic_transform(key, image, alpha):
         image: `(H, W, C)` float image in [0, 1], C in {1, 3}.
         alpha: `0 <= alpha <= 100`; may be traced.
     """
-    image, x, alpha, ok = _start(image, "elastic_transform", alpha, "displacement gain",
-                                 0.0, 100.0)
+    image, x, alpha, ok = _ops.start(image, alpha, "elastic_transform",
+                                    what="displacement gain", low=0.0, high=100.0)
     H, W = x.shape[:2]
     sigma = (0.01 * H, 0.01 * W)
     max_d = 0.005 * H

@@ -14,7 +14,6 @@ import jax.numpy as jnp
 
 from jaxrobust.corruptions import _ops
 from jaxrobust.corruptions._ops import IMAGENET_C_SIZE
-from jaxrobust.corruptions.blur import _start
 
 #: (mean, std, zoom, threshold, streak radius px, streak sigma px, image weight).
 SNOW = ((0.1, 0.3, 3, 0.5, 10, 4, 0.8),
@@ -60,7 +59,7 @@ def snow(key, image, severity, *, reference_size: int | None = IMAGENET_C_SIZE):
         severity: `0 <= severity <= 5`, may be fractional and traced.
         reference_size: image side the pixel parameters are for (static).
     """
-    image, x, severity, ok = _start(image, severity, "snow")
+    image, x, severity, ok = _ops.start(image, severity, "snow")
     H, W = x.shape[:2]
     scale = _ops.size_scale(image.shape, reference_size)
     mean, std, zoom, threshold, radius, sigma, weight = _ops.table_params(
@@ -108,7 +107,7 @@ def frost(key, image, severity):
         image: `(H, W, C)` float image in [0, 1], C in {1, 3}.
         severity: `0 <= severity <= 5`, may be fractional and traced.
     """
-    image, x, severity, ok = _start(image, severity, "frost")
+    image, x, severity, ok = _ops.start(image, severity, "frost")
     a, b = _ops.table_params(FROST, jnp.maximum(severity, 1.0) - 1.0)
     layer = _colour_layer(frost_texture(key, x.shape[:2]), x.shape[-1])
     out = a * x + b * layer
@@ -127,7 +126,7 @@ def fog(key, image, severity):
         image: `(H, W, C)` float image in [0, 1], C in {1, 3}.
         severity: `0 <= severity <= 5`, may be fractional and traced.
     """
-    image, x, severity, ok = _start(image, severity, "fog")
+    image, x, severity, ok = _ops.start(image, severity, "fog")
     H, W = x.shape[:2]
     strength, decay = _ops.table_params(FOG, jnp.maximum(severity, 1.0) - 1.0)
     top = jnp.max(x)
@@ -193,7 +192,7 @@ def spatter(key, image, severity, *, reference_size: int | None = IMAGENET_C_SIZ
         severity: `0 <= severity <= 5`, may be fractional and traced.
         reference_size: image side the pixel parameters are for (static).
     """
-    image, x, severity, ok = _start(image, severity, "spatter")
+    image, x, severity, ok = _ops.start(image, severity, "spatter")
     H, W, C = x.shape
     scale = _ops.size_scale(image.shape, reference_size)
     mean, std, sigma, threshold, intensity, mud = _ops.table_params(
