@@ -134,10 +134,11 @@ def impulse_noise(key, image, amount):
     image = check_image(image, fn="impulse_noise")
     amount, ok = check_level(amount, fn="impulse_noise", what="fraction of values replaced",
                              low=0.0, high=1.0)
-    k_flip, k_salt = jax.random.split(key)
-    flipped = jax.random.uniform(k_flip, image.shape) < amount
-    salt = jax.random.uniform(k_salt, image.shape) < 0.5
-    out = jnp.where(flipped, salt.astype(jnp.float32), image.astype(jnp.float32))
+    # one draw: u < amount replaces the value, and u < amount / 2 (half of those,
+    # independently of everything else) makes it salt
+    u = jax.random.uniform(key, image.shape)
+    out = jnp.where(u < amount, (u < 0.5 * amount).astype(jnp.float32),
+                    image.astype(jnp.float32))
     return finish(out, ok, image)
 
 
