@@ -147,13 +147,13 @@ def corruption_gallery(source: str, out_png: str, *, names=None,
     """
     from jaxrobust.report.plots import plot_gallery
 
+    if not out_png.lower().endswith(".png"):
+        raise ValueError(f"gallery output {out_png} must be a .png file.")
     names = [corruptions.get(n).name for n in (names or [
         n for n in corruptions.names() if corruptions.get(n).severities is not None])]
     severities = np.asarray(severities, np.float32)
-    image = gallery_image(source, size)
     levels = {n: corruptions.severity(n, severities, image_size=size) for n in names}
-    if not out_png.lower().endswith(".png"):
-        raise ValueError(f"gallery output {out_png} must be a .png file.")
+    image = gallery_image(source, size)
     keys = jax.random.split(jax.random.key(seed), len(names))
     panels = []
     for i, name in enumerate(names):

@@ -34,10 +34,14 @@ def _smooth_u8(rng, shape):
     return np.round(np.clip(smooth + edges, 0, 1) * 255).astype(np.uint8)
 
 
+def _published_pixels(c):
+    """Options that make a kernel use the published pixel values at any size."""
+    return {"reference_size": None} if "reference_size" in c.apply.__code__.co_varnames else {}
+
+
 def _apply(name, image, level, key=None, **kw):
     c = corruptions.get(name)
-    if "reference_size" in c.apply.__code__.co_varnames:
-        kw.setdefault("reference_size", None)  # the published pixel values at any size
+    kw = {**_published_pixels(c), **kw}
     return np.asarray(c.apply(jax.random.key(0) if key is None else key,
                               jnp.asarray(image), jnp.float32(level), **kw))
 
@@ -233,7 +237,7 @@ def test_random_kernels_match_reference_distribution(rng, name):
     u8 = _smooth_u8(rng, (48, 48, 3))
     x = u8 / 255.0
     c = corruptions.get(name)
-    kw = {"reference_size": None} if "reference_size" in c.apply.__code__.co_varnames else {}
+    kw = _published_pixels(c)
     fn = jax.jit(jax.vmap(lambda k, lv: c.apply(k, jnp.asarray(x, jnp.float32), lv, **kw),
                           in_axes=(0, None)))
     abs_tol, clip_tol, rel_tol = _TOL.get(name, (0.01, 0.03, 0.1))
