@@ -1,6 +1,7 @@
 """The ImageNet-C / MedMNIST-C suite against `imagecorruptions`, scikit-image, Pillow
 and SciPy: deterministic kernels value for value, random ones by distribution."""
 
+import functools
 import io
 import warnings
 
@@ -39,11 +40,16 @@ def _published_pixels(c):
     return {"reference_size": None} if "reference_size" in c.apply.__code__.co_varnames else {}
 
 
-def _apply(name, image, level, key=None, **kw):
+@functools.cache
+def _compiled(name):
     c = corruptions.get(name)
-    kw = {**_published_pixels(c), **kw}
-    return np.asarray(c.apply(jax.random.key(0) if key is None else key,
-                              jnp.asarray(image), jnp.float32(level), **kw))
+    return jax.jit(functools.partial(c.apply, **_published_pixels(c)))
+
+
+def _apply(name, image, level, key=None):
+    """The kernel, compiled once per name (and shape), at the published pixel sizes."""
+    return np.asarray(_compiled(name)(jax.random.key(0) if key is None else key,
+                                      jnp.asarray(image, jnp.float32), jnp.float32(level)))
 
 
 def _published(name, severity):
@@ -207,7 +213,7 @@ def test_plasma_fractal_has_the_reference_distribution():
 
     np.random.seed(0)  # noqa: NPY002 - the reference draws from NumPy's global state
     ref = np.array([ref_mod.plasma_fractal(32, 1.7) for _ in range(300)])
-    ours = np.asarray(jax.vmap(lambda k: _ops.plasma_fractal(k, 32, 1.7))(
+    ours = np.asarray(jax.jit(jax.vmap(lambda k: _ops.plasma_fractal(k, 32, 1.7)))(
         jax.random.split(jax.random.key(3), 300)))
     assert abs(ref.mean() - ours.mean()) < 0.02
     assert abs(ref.std() - ours.std()) < 0.01

@@ -355,25 +355,29 @@ def plasma_fractal(key, map_size: int, decay):
     if map_size & (map_size - 1):
         raise ValueError(f"plasma_fractal: map_size must be a power of two, got {map_size}.")
     m = jnp.zeros((map_size, map_size), jnp.float32)
+    # every level's noise in one draw (one generator in the program, not three per level)
+    sizes = [(map_size // s) ** 2 for s in (map_size >> i for i in range(
+        map_size.bit_length() - 1))]
+    noise = iter(jnp.split(jax.random.uniform(key, (3 * sum(sizes),), jnp.float32, -1.0, 1.0),
+                           np.cumsum([n for n in sizes for _ in range(3)])[:-1]))
     step = map_size
     wibble = jnp.float32(100.0)
     while step >= 2:
-        key, k1, k2, k3 = jax.random.split(key, 4)
         h = step // 2
 
-        def wibbled(k, a, wibble=wibble):
-            return a / 4 + wibble * jax.random.uniform(k, a.shape, jnp.float32, -1.0, 1.0) * wibble
+        def wibbled(a, wibble=wibble):
+            return a / 4 + wibble * next(noise).reshape(a.shape) * wibble
 
         corners = m[0::step, 0::step]
         acc = corners + jnp.roll(corners, -1, axis=0)
         acc = acc + jnp.roll(acc, -1, axis=1)
-        m = m.at[h::step, h::step].set(wibbled(k1, acc))
+        m = m.at[h::step, h::step].set(wibbled(acc))
         dr = m[h::step, h::step]
         ul = m[0::step, 0::step]
         lt = dr + jnp.roll(dr, 1, axis=0) + ul + jnp.roll(ul, -1, axis=1)
-        m = m.at[0::step, h::step].set(wibbled(k2, lt))
+        m = m.at[0::step, h::step].set(wibbled(lt))
         tt = dr + jnp.roll(dr, 1, axis=1) + ul + jnp.roll(ul, -1, axis=0)
-        m = m.at[h::step, 0::step].set(wibbled(k3, tt))
+        m = m.at[h::step, 0::step].set(wibbled(tt))
         step //= 2
         wibble = wibble / decay
     m = m - jnp.min(m)
