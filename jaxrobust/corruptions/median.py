@@ -72,7 +72,6 @@ def _rank_and_size(radius, max_radius):
 # 8-bit path: Huang's sliding histogram, rows as lanes.
 # --------------------------------------------------------------------------------------
 
-_BINS = 257  # 256 levels + one sink bin that absorbs the rows outside the disk
 #: Planes processed together by one sliding-histogram pass; small chunks keep the
 #: histograms in cache (measured: 1-2 planes are fastest on a 2-core CPU).
 _CHUNK = 1
@@ -92,57 +91,56 @@ def _cum16(x):
 def _huang_planes(codes, radius, max_radius: int):
     """Medians of `(P, H, W)` int32 code planes in [0, 255] with radii `(P,)`.
 
-    Every image row of every plane is a lane with its own 256-bin histogram. The
-    window starts around column 0 and slides right: each step adds the `2R + 1`
-    entering and removes the `2R + 1` leaving pixels with one flat scatter-add, then
-    finds the rank-`k` bin through 16 coarse bins and the 16 fine bins of the chosen
-    coarse bin, with no data-dependent loop.
+    Every image row of every plane is a lane with its own 256-bin int16 histogram.
+    The window starts around column 0 and slides right: each step adds the `2R + 1`
+    entering and removes the `2R + 1` leaving pixels with one flat scatter-add (the
+    disk rows a smaller radius leaves out add zero), then finds the rank-`k` bin
+    through 16 coarse bins and the 16 fine bins of the chosen coarse bin, with no
+    data-dependent loop. The moving pixels are cut out of the padded plane with one
+    dynamic slice per disk row and laid out step-major before the scan, so that each
+    step reads one contiguous block.
     """
     R = max_radius
     P, H, W = codes.shape
     L = P * H
     D = 2 * R + 1
     p = jnp.pad(codes, ((0, 0), (R, R), (R, R)), mode="edge")
-    Wp = p.shape[2]
     w, inside = jax.vmap(lambda r: disk_row_widths(r, R))(radius)  # (P, D)
     n = jnp.sum(jnp.where(inside, 2 * w + 1, 0), axis=1)
-    k = jnp.broadcast_to((n // 2)[:, None], (P, H)).reshape(L)
-    lane_base = jnp.arange(L) * _BINS
+    k = jnp.broadcast_to((n // 2)[:, None], (P, H)).reshape(L).astype(jnp.int16)
+    lane_base = jnp.arange(L) * 256
 
     # Histogram of every lane's disk around column 0.
     offsets = jnp.arange(-R, R + 1)
     in_disk = inside[:, :, None] & (jnp.abs(offsets)[None, None, :] <= w[:, :, None])
     window = jnp.stack([p[:, dy: dy + H, 0:D] for dy in range(D)], 2)  # (P, H, D, D)
-    window = jnp.where(in_disk[:, None], window, _BINS - 1)
     start = (lane_base.reshape(P, H, 1, 1) + window).reshape(-1)
-    hist = jnp.zeros((L * _BINS,), jnp.int16).at[start].add(jnp.int16(1))
+    weight = jnp.broadcast_to(in_disk[:, None], window.shape).astype(jnp.int16).reshape(-1)
+    hist = jnp.zeros((L * 256,), jnp.int16).at[start].add(weight)
 
     def find(hist):
-        fine = hist.reshape(L, _BINS)[:, :256].reshape(L, 16, 16).astype(jnp.int32)
+        fine = hist.reshape(L, 16, 16)
         coarse = _cum16(fine.sum(-1))  # (L, 16): pixels in coarse bins <= j
         c = jnp.sum(coarse <= k[:, None], axis=1)
         below = jnp.take_along_axis(coarse, jnp.maximum(c - 1, 0)[:, None], 1)[:, 0]
         below = jnp.where(c > 0, below, 0)
         row = jnp.take_along_axis(fine, c[:, None, None], 1)[:, 0]
         f = jnp.sum(_cum16(row) + below[:, None] <= k[:, None], axis=1)
-        return (c * 16 + f).astype(jnp.int32)
+        return c.astype(jnp.int32) * 16 + f.astype(jnp.int32)
 
     # The pixels entering (column x + w + 1) and leaving (column x - w) each row of the
     # disk as the window moves from x - 1 to x, for x = 1 .. W - 1.
-    xs = jnp.arange(1, W)
-    rows = jnp.arange(H)[:, None] + jnp.arange(D)[None, :]  # (H, D), padded rows
-    flat = p.reshape(P, -1)
+    def plane_moves(plane, half_width):  # -> (2D, H, W - 1)
+        enter = [lax.dynamic_slice(plane, (dy, R + half_width[dy] + 1), (H, W - 1))
+                 for dy in range(D)]
+        leave = [lax.dynamic_slice(plane, (dy, R - half_width[dy]), (H, W - 1))
+                 for dy in range(D)]
+        return jnp.stack(enter + leave, 0)
 
-    def pixels(cols):  # cols (P, D, W-1) -> values (P, H, D, W-1)
-        idx = rows[None, :, :, None] * Wp + cols[:, None, :, :]
-        vals = jnp.take_along_axis(flat, idx.reshape(P, -1), 1).reshape(idx.shape)
-        return jnp.where(inside[:, None, :, None], vals, _BINS - 1)
-
-    enter = pixels(xs[None, None, :] + R + w[:, :, None])
-    leave = pixels(xs[None, None, :] - 1 + R - w[:, :, None])
-    moves = jnp.concatenate([enter, leave], 2).reshape(L, 2 * D, W - 1).transpose(2, 0, 1)
+    moves = jax.vmap(plane_moves)(p, w).transpose(3, 0, 2, 1).reshape(W - 1, L, 2 * D)
     sign = jnp.concatenate([jnp.ones((D,), jnp.int16), -jnp.ones((D,), jnp.int16)])
-    signs = jnp.broadcast_to(sign, (L, 2 * D)).reshape(-1)
+    signs = jnp.where(jnp.concatenate([inside, inside], 1)[:, None, :], sign, 0)
+    signs = jnp.broadcast_to(signs.astype(jnp.int16), (P, H, 2 * D)).reshape(-1)
 
     def slide(hist, values):
         idx = (lane_base[:, None] + values).reshape(-1)
