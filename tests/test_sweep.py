@@ -39,6 +39,21 @@ def test_results_do_not_depend_on_batch_size(setup):
     np.testing.assert_array_equal(pa["median_blur/m/pred"], pb["median_blur/m/pred"])
 
 
+def test_a_second_sweep_reuses_the_compiled_programs(setup):
+    # the chunk program is built once per (kernel, models, mesh): another key, other
+    # images or another chunk size must not trace and compile it again
+    images, apply_fn, params, levels = setup
+    one = ("gaussian_noise",)
+    _run(setup, corruptions=one, batch_size=2)
+    before = sweep._chunk_program.cache_info()
+    table, _ = sweep.run({"m": (apply_fn, params)}, images[::-1], np.arange(5) % 4,
+                         corruptions=one, levels=levels, key=jax.random.key(7),
+                         class_names={"m": CLASSES}, batch_size=3, log=lambda s: None)
+    after = sweep._chunk_program.cache_info()
+    assert after.misses == before.misses and after.hits == before.hits + 1
+    assert len(table) == len(levels["gaussian_noise"])
+
+
 def test_per_level_accuracy_equals_a_plain_loop(setup):
     images, apply_fn, params, levels = setup
     table, _ = _run(setup, batch_size=3)
