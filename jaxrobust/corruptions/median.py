@@ -82,16 +82,18 @@ _BUCKETS = (5, 10)
 
 
 def _cum16(x):
-    """Inclusive prefix sum along a last axis of length 16 (four shifted adds)."""
+    """Inclusive prefix sum along a leading axis of length 16 (four shifted adds)."""
     for shift in (1, 2, 4, 8):
-        x = x + jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(shift, 0)])[..., :16]
+        x = x + jnp.pad(x, [(shift, 0)] + [(0, 0)] * (x.ndim - 1))[:16]
     return x
 
 
 def _huang_planes(codes, radius, max_radius: int):
     """Medians of `(P, H, W)` int32 code planes in [0, 255] with radii `(P,)`.
 
-    Every image row of every plane is a lane with its own 256-bin int16 histogram.
+    Every image row of every plane is a lane with its own 256-bin int16 histogram,
+    stored bins-major (`bin * L + lane`) so that the search runs across lanes as
+    plain vector arithmetic.
     The window starts around column 0 and slides right: each step adds the `2R + 1`
     entering and removes the `2R + 1` leaving pixels with one flat scatter-add (the
     disk rows a smaller radius leaves out add zero), then finds the rank-`k` bin
@@ -108,24 +110,24 @@ def _huang_planes(codes, radius, max_radius: int):
     w, inside = jax.vmap(lambda r: disk_row_widths(r, R))(radius)  # (P, D)
     n = jnp.sum(jnp.where(inside, 2 * w + 1, 0), axis=1)
     k = jnp.broadcast_to((n // 2)[:, None], (P, H)).reshape(L).astype(jnp.int16)
-    lane_base = jnp.arange(L) * 256
+    lane = jnp.arange(L)
 
     # Histogram of every lane's disk around column 0.
     offsets = jnp.arange(-R, R + 1)
     in_disk = inside[:, :, None] & (jnp.abs(offsets)[None, None, :] <= w[:, :, None])
     window = jnp.stack([p[:, dy: dy + H, 0:D] for dy in range(D)], 2)  # (P, H, D, D)
-    start = (lane_base.reshape(P, H, 1, 1) + window).reshape(-1)
+    start = (window * L + lane.reshape(P, H, 1, 1)).reshape(-1)
     weight = jnp.broadcast_to(in_disk[:, None], window.shape).astype(jnp.int16).reshape(-1)
-    hist = jnp.zeros((L * 256,), jnp.int16).at[start].add(weight)
+    hist = jnp.zeros((256 * L,), jnp.int16).at[start].add(weight)
 
     def find(hist):
-        fine = hist.reshape(L, 16, 16)
-        coarse = _cum16(fine.sum(-1))  # (L, 16): pixels in coarse bins <= j
-        c = jnp.sum(coarse <= k[:, None], axis=1)
-        below = jnp.take_along_axis(coarse, jnp.maximum(c - 1, 0)[:, None], 1)[:, 0]
-        below = jnp.where(c > 0, below, 0)
-        row = jnp.take_along_axis(fine, c[:, None, None], 1)[:, 0]
-        f = jnp.sum(_cum16(row) + below[:, None] <= k[:, None], axis=1)
+        fine = hist.reshape(16, 16, L)  # (coarse bin, fine bin, lane)
+        coarse = _cum16(fine.sum(1))  # (16, L): pixels in coarse bins <= j
+        ok = coarse <= k[None]
+        c = jnp.sum(ok, axis=0)  # the median's coarse bin
+        below = jnp.max(jnp.where(ok, coarse, 0), axis=0)  # pixels in the bins before it
+        row = jnp.take_along_axis(fine, jnp.minimum(c, 15)[None, None, :], 0)[0]  # (16, L)
+        f = jnp.sum(_cum16(row) + below[None] <= k[None], axis=0)
         return c.astype(jnp.int32) * 16 + f.astype(jnp.int32)
 
     # The pixels entering (column x + w + 1) and leaving (column x - w) each row of the
@@ -143,7 +145,7 @@ def _huang_planes(codes, radius, max_radius: int):
     signs = jnp.broadcast_to(signs.astype(jnp.int16), (P, H, 2 * D)).reshape(-1)
 
     def slide(hist, values):
-        idx = (lane_base[:, None] + values).reshape(-1)
+        idx = (values * L + lane[:, None]).reshape(-1)
         hist = hist.at[idx].add(signs, mode="promise_in_bounds")
         return hist, find(hist)
 
