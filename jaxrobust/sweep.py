@@ -3,8 +3,8 @@
 For each corruption one compiled program takes a chunk of clean images and every
 level of the schedule: `lax.map` walks the levels (bounding memory), `vmap` covers
 the chunk's images, and the chunk is split over every local device. The program is
-kept (per kernel, models and mesh), so a later sweep with the same models does not
-compile it again; a chunk is never larger than the data. Random keys are
+kept (per kernel, models and mesh), so a later sweep with the same models and chunk
+shape does not compile it again; a chunk is never larger than the data. Random keys are
 per (corruption, image index, step), so results do not depend on the chunk size or
 the device count.
 
@@ -203,8 +203,8 @@ def _chunk_program(kernel: Callable, fns: tuple[Callable, ...], mesh):
     one entry per model and `key` the corruption's base key.
 
     Built once per (kernel, models, mesh) and kept, so that a second sweep with the
-    same kernel and models (another data set, another key, a benchmark's second run)
-    reuses the compiled program instead of compiling it again.
+    same kernel, models and chunk shape (other images, another key, a benchmark's
+    second run) reuses the compiled program instead of compiling it again.
     """
 
     def chunk(consts, idx, clean, levels):
@@ -246,9 +246,9 @@ def run(classifiers: Mapping[str, tuple[Callable, object]], images, labels=None,
         class_names: model name -> its class names; `target="corruption_type"` needs
             each corruption's class (`scale_up`, ...) and `original` among them.
         batch_size: images per device in a chunk (a chunk is `batch_size x devices`
-            images; memory bound; results depend neither on it nor on the device
-            count); None picks it per corruption from the free memory
-            (`auto_batch_size`).
+            images; memory bound; results do not depend on it); at most
+            `ceil(N / devices)` is used. None picks it per corruption from the free
+            memory (`auto_batch_size`).
         target: `corruption_type` — is the corruption recognised (the study's
             question); `labels` — does the classifier keep the image's label.
         ssim_threshold: the study's "limit value": with `corruption_type`, a

@@ -81,13 +81,6 @@ _CHUNK = 1
 _BUCKETS = (5, 10)
 
 
-def _cum16(x):
-    """Inclusive prefix sum along a leading axis of length 16 (four shifted adds)."""
-    for shift in (1, 2, 4, 8):
-        x = x + jnp.pad(x, [(shift, 0)] + [(0, 0)] * (x.ndim - 1))[:16]
-    return x
-
-
 def _huang_planes(codes, radius, max_radius: int):
     """Medians of `(P, H, W)` int32 code planes in [0, 255] with radii `(P,)`.
 
@@ -121,13 +114,29 @@ def _huang_planes(codes, radius, max_radius: int):
     hist = jnp.zeros((256 * L,), jnp.int16).at[start].add(weight)
 
     def find(hist):
+        # Written as unrolled elementwise steps over (16, L) / (L,) slices rather than
+        # reductions and a gather: XLA's CPU backend vectorises these across the lanes
+        # (measured ~1.7x faster for the whole filter at radius 19).
         fine = hist.reshape(16, 16, L)  # (coarse bin, fine bin, lane)
-        coarse = _cum16(fine.sum(1))  # (16, L): pixels in coarse bins <= j
-        ok = coarse <= k[None]
-        c = jnp.sum(ok, axis=0)  # the median's coarse bin
-        below = jnp.max(jnp.where(ok, coarse, 0), axis=0)  # pixels in the bins before it
-        row = jnp.take_along_axis(fine, jnp.minimum(c, 15)[None, None, :], 0)[0]  # (16, L)
-        f = jnp.sum(_cum16(row) + below[None] <= k[None], axis=0)
+        count = fine[:, 0]
+        for j in range(1, 16):
+            count = count + fine[:, j]  # (16, L): pixels per coarse bin
+        run = jnp.zeros((L,), jnp.int16)
+        c = jnp.zeros((L,), jnp.int16)  # the median's coarse bin
+        below = jnp.zeros((L,), jnp.int16)  # pixels in the coarse bins before it
+        for j in range(16):
+            run = run + count[j]
+            ok = run <= k
+            c = c + ok.astype(jnp.int16)
+            below = jnp.where(ok, run, below)
+        row = fine[0]
+        for j in range(1, 16):
+            row = jnp.where((c == j)[None], fine[j], row)  # (16, L): fine bins of c
+        run = below
+        f = jnp.zeros((L,), jnp.int16)
+        for j in range(16):
+            run = run + row[j]
+            f = f + (run <= k).astype(jnp.int16)
         return c.astype(jnp.int32) * 16 + f.astype(jnp.int32)
 
     # The pixels entering (column x + w + 1) and leaving (column x - w) each row of the
