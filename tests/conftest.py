@@ -1,12 +1,23 @@
 """Shared fixtures. Tests draw fresh random inputs and compare with the references."""
 
 import os
+import tempfile
 import zlib
 
-import jax
-import numpy as np
-import pytest
+# Many tests build the same kernels and models under new closures, and XLA's CPU
+# compiler dominates the suite's time: share compiled programs through JAX's persistent
+# cache (between the xdist workers, the subprocesses some tests start, and reruns).
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(), "jaxrobust-tests-xla-cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                  float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 

@@ -68,9 +68,9 @@ def _ours(fn, images, level, keys, repeats):
     from jaxrobust.sharding import local_mesh
 
     level = jnp.asarray(level, jnp.float32)
-    placements = {f"split over {jax.device_count()} devices": None}
+    placements = {"one device": local_mesh(1)}
     if jax.device_count() > 1:
-        placements["one device"] = local_mesh(1)
+        placements[f"split over {jax.device_count()} devices"] = None
     timed = {}
     for placement, mesh in placements.items():
         batched = shard_batch(jax.vmap(fn, in_axes=(0, 0, None)), in_axes=(0, 0, None),

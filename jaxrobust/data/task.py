@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +32,14 @@ def level_range(name: str, image_size: int) -> tuple[float, float]:
     levels = registry.seed_levels(name, image_size=image_size)
     corrupting = levels[levels != registry.get(name).identity_level]
     return float(corrupting.min()), float(corrupting.max())
+
+
+@functools.lru_cache(maxsize=64)
+def _corrupt_program(kernel, mesh):
+    """`(keys (N,), images (N, H, W, C), levels (N,)) -> corrupted images`, split over
+    `mesh`; built once per (kernel, mesh), so later calls with the same shapes reuse
+    the compiled program."""
+    return shard_batch(jax.vmap(kernel), in_axes=(0, 0, 0), mesh=mesh)
 
 
 def corruption_task(images, *, key: jax.Array, corruptions: tuple[str, ...] = DEFAULT_CORRUPTIONS,
@@ -80,10 +89,9 @@ def corruption_task(images, *, key: jax.Array, corruptions: tuple[str, ...] = DE
             drawn = jax.random.uniform(k_level, (n,), minval=low, maxval=high)
             if name == "median_blur":
                 drawn = jnp.round(drawn)
-            kernel = registry.get(name).apply
             keys = jax.random.split(k_apply, n)
-            out_images.append(shard_batch(jax.vmap(kernel), in_axes=(0, 0, 0),
-                                          mesh=local_mesh(devices))(keys, rotated, drawn))
+            program = _corrupt_program(registry.get(name).apply, local_mesh(devices))
+            out_images.append(program(keys, rotated, drawn))
             out_levels.append(drawn)
         out_labels.append(jnp.full((n,), c, jnp.int32))
     return Task(np.asarray(jnp.concatenate(out_images)), np.asarray(jnp.concatenate(out_labels)),
