@@ -5,7 +5,11 @@ one image is `(H, W, C)`, a batch `(N, H, W, C)`. Kernels and metrics work on on
 image (or pair) and are batched with `jax.vmap`.
 """
 
-from jaxrobust import corruptions, metrics
+from jaxrobust import (
+    _prng,  # noqa: F401  (CPU: JAX's unrolled Threefry; bit-identical)
+    corruptions,
+    metrics,
+)
 from jaxrobust.corruptions import gaussian_noise, median_blur, scale_up, seed_levels
 from jaxrobust.metrics import psnr, ssim
 

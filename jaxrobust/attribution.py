@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrobust import _prng
 from jaxrobust.sharding import local_mesh, shard_batch
 
 METHODS = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid",
@@ -132,7 +133,7 @@ def smoothgrad(key, apply_fn: Callable, params, images, targets, *, samples: int
     spread = noise * (jnp.max(images, axis=(1, 2, 3)) - jnp.min(images, axis=(1, 2, 3)))
 
     def one(k):
-        noisy = images + spread[:, None, None, None] * jax.random.normal(k, images.shape)
+        noisy = images + spread[:, None, None, None] * _prng.normal(k, images.shape)
         g = _target_grad(apply_fn, params, noisy, targets)
         return jnp.abs(g) if absolute else g
 
@@ -154,7 +155,7 @@ def make_baseline(kind, images, *, key=None, sigma: float = 5.0):
         if kind == "uniform":
             if key is None:
                 raise ValueError("the uniform baseline needs a key.")
-            return jax.random.uniform(key, images.shape, images.dtype)
+            return _prng.uniform(key, images.shape, images.dtype)
         if kind == "blur":
             radius = int(3 * sigma + 0.5)
             x = np.arange(-radius, radius + 1)

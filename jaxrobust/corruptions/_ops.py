@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxrobust import _prng
 from jaxrobust._validation import check_image, check_level
 
 #: ImageNet-C's tables were written for 224 x 224 images.
@@ -307,7 +308,7 @@ def as_rgb(image):
 
 
 def uniform(key, shape, low, high):
-    return jax.random.uniform(key, shape, jnp.float32, low, high)
+    return _prng.uniform(key, shape, jnp.float32, low, high)
 
 
 def finish(out, ok, image):

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrobust import _prng
 from jaxrobust._validation import check_image, check_level
 from jaxrobust.corruptions import _ops
 from jaxrobust.corruptions._ops import IMAGENET_C_SIZE
@@ -144,7 +145,7 @@ def glass_blur(key, image, severity, *, reference_size: int | None = IMAGENET_C_
     xs = jnp.arange(W, dtype=jnp.float32)[None, :]
     moving = (ys > delta) & (ys <= H - delta) & (xs > delta) & (xs <= W - delta)
     for i, k in enumerate(jax.random.split(key, max(p for _, _, p in GLASS))):
-        d = jnp.floor(jax.random.uniform(k, (2, H, W), jnp.float32, -delta, delta))
+        d = jnp.floor(_prng.uniform(k, (2, H, W), jnp.float32, -delta, delta))
         src_y = jnp.clip(ys + d[0], 0, H - 1).astype(jnp.int32)
         src_x = jnp.clip(xs + d[1], 0, W - 1).astype(jnp.int32)
         moved = y[src_y, src_x]

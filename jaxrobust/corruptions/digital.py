@@ -11,11 +11,11 @@ from __future__ import annotations
 import functools
 import math
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxrobust import _prng
 from jaxrobust.corruptions import _ops
 
 #: (saturation factor, saturation offset) per severity 1..5.
@@ -285,7 +285,7 @@ def elastic_transform(key, image, alpha):
     H, W = x.shape[:2]
     sigma = (0.01 * H, 0.01 * W)
     max_d = 0.005 * H
-    noise = jax.random.uniform(key, (H, W, 2), jnp.float32, -max_d, max_d)
+    noise = _prng.uniform(key, (H, W, 2), jnp.float32, -max_d, max_d)
     field = _ops.gaussian_blur_image(noise, sigma, max(sigma), mode="reflect",
                                      truncate=3.0) * alpha
     ys = jnp.arange(H, dtype=jnp.float32)[:, None] + field[..., 1]

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrobust import _fusion
 from jaxrobust._validation import check_image, check_level
 from jaxrobust.corruptions._ops import finish
 
@@ -28,9 +29,11 @@ def gaussian_noise(key, image, sigma):
     """
     image = check_image(image, fn="gaussian_noise")
     sigma, ok = check_level(sigma, fn="gaussian_noise", what="noise sigma", low=0.0, high=1.0)
-    noise = jax.random.normal(key, image.shape, jnp.float32)
-    out = jnp.clip(image.astype(jnp.float32) + sigma * noise, 0.0, 1.0)
-    return jnp.where(ok, out, jnp.nan).astype(image.dtype)
+    # drawn and added in one flat loop (`jaxrobust._fusion`): fast on CPU, and the
+    # same code for every value whatever the batch, so results do not depend on it
+    out = _fusion.flat(lambda x: x + sigma * jax.random.normal(key, x.shape),
+                       image.astype(jnp.float32))
+    return finish(out, ok, image)
 
 
 #: Photon counts at or below which `shot_noise` samples the Poisson law exactly.
@@ -108,14 +111,16 @@ def shot_noise(key, image, strength):
     strength, ok = check_level(strength, fn="shot_noise", what="1 / photons at intensity 1",
                                low=0.0, high=1.0)
     photons = 1.0 / jnp.maximum(strength, 1e-6)
-    x = image.astype(jnp.float32)
-    u = jax.random.uniform(key, x.shape, jnp.float32, 1e-7, 1.0)
-    exact = _poisson(u, x, jnp.minimum(photons, EXACT_PHOTONS))
-    lam = x * photons
-    approx = jnp.maximum(jnp.round(lam + jnp.sqrt(lam) * jax.scipy.special.ndtri(u)), 0.0)
-    counts = jnp.where(photons <= EXACT_PHOTONS, exact, approx)
-    out = jnp.where(strength > 0, counts / photons, x)
-    return finish(out, ok, image)
+
+    def noisy(x):  # flat: the table search is heavy (see jaxrobust._fusion)
+        u = jax.random.uniform(key, x.shape, jnp.float32, 1e-7, 1.0)
+        exact = _poisson(u, x, jnp.minimum(photons, EXACT_PHOTONS))
+        lam = x * photons
+        approx = jnp.maximum(jnp.round(lam + jnp.sqrt(lam) * jax.scipy.special.ndtri(u)), 0.0)
+        counts = jnp.where(photons <= EXACT_PHOTONS, exact, approx)
+        return jnp.where(strength > 0, counts / photons, x)
+
+    return finish(_fusion.flat(noisy, image.astype(jnp.float32)), ok, image)
 
 
 def impulse_noise(key, image, amount):
@@ -136,10 +141,11 @@ def impulse_noise(key, image, amount):
                              low=0.0, high=1.0)
     # one draw: u < amount replaces the value, and u < amount / 2 (half of those,
     # independently of everything else) makes it salt
-    u = jax.random.uniform(key, image.shape)
-    out = jnp.where(u < amount, (u < 0.5 * amount).astype(jnp.float32),
-                    image.astype(jnp.float32))
-    return finish(out, ok, image)
+    def salt_and_pepper(x):
+        u = jax.random.uniform(key, x.shape)
+        return jnp.where(u < amount, (u < 0.5 * amount).astype(jnp.float32), x)
+
+    return finish(_fusion.flat(salt_and_pepper, image.astype(jnp.float32)), ok, image)
 
 
 def speckle_noise(key, image, sigma):
@@ -156,6 +162,6 @@ def speckle_noise(key, image, sigma):
     image = check_image(image, fn="speckle_noise")
     sigma, ok = check_level(sigma, fn="speckle_noise", what="multiplicative noise sigma",
                             low=0.0, high=2.0)
-    x = image.astype(jnp.float32)
-    out = x + x * sigma * jax.random.normal(key, x.shape, jnp.float32)
+    out = _fusion.flat(lambda x: x + x * sigma * jax.random.normal(key, x.shape),
+                       image.astype(jnp.float32))
     return finish(out, ok, image)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxrobust import _prng
 from jaxrobust.corruptions import _ops
 from jaxrobust.corruptions._ops import IMAGENET_C_SIZE
 
@@ -65,7 +66,7 @@ def snow(key, image, severity, *, reference_size: int | None = IMAGENET_C_SIZE):
     mean, std, zoom, threshold, radius, sigma, weight = _ops.table_params(
         SNOW, jnp.maximum(severity, 1.0) - 1.0)
     k_flakes, k_angle = jax.random.split(key)
-    flakes = mean + std * jax.random.normal(k_flakes, (H, W, 1), jnp.float32)
+    flakes = mean + std * _prng.normal(k_flakes, (H, W, 1))
     flakes = _ops.clipped_zoom(flakes, zoom)
     flakes = jnp.clip(jnp.where(flakes < threshold, 0.0, flakes), 0.0, 1.0)
     angle = jax.random.uniform(k_angle, (), jnp.float32, -135.0, -45.0)
@@ -197,7 +198,7 @@ def spatter(key, image, severity, *, reference_size: int | None = IMAGENET_C_SIZ
     scale = _ops.size_scale(image.shape, reference_size)
     mean, std, sigma, threshold, intensity, mud = _ops.table_params(
         SPATTER, jnp.maximum(severity, 1.0) - 1.0)
-    liquid = mean + std * jax.random.normal(key, (H, W, 1), jnp.float32)
+    liquid = mean + std * _prng.normal(key, (H, W, 1))
     max_sigma = max(row[2] for row in SPATTER) * scale
     liquid = _ops.gaussian_blur_image(liquid, sigma * scale, max_sigma)
     liquid = jnp.where(liquid < threshold, 0.0, liquid)

@@ -1,0 +1,80 @@
+"""jaxrobust's CPU speed-ups for random draws change compiled programs, never values."""
+
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxrobust  # noqa: F401  (registers the unrolled Threefry lowering)
+from jaxrobust import _fusion, _prng
+
+# Stock JAX in a fresh interpreter (jaxrobust never imported): the reference values.
+_STOCK = """
+import json, sys
+import jax, jax.numpy as jnp
+seed, shapes = json.loads(sys.argv[1])
+key = jax.random.key(seed)
+k1, k2 = jax.random.split(key)
+out = {
+    "normal": [jax.random.normal(k1, s).tolist() for s in shapes],
+    "uniform": [jax.random.uniform(k2, s).tolist() for s in shapes],
+    "bounded": jax.random.uniform(k2, (7, 5, 3), jnp.float32, -0.3, 0.7).tolist(),
+    "vmapped": jax.vmap(lambda k: jax.random.normal(k, (3, 4, 3)))(
+        jax.random.split(key, 5)).tolist(),
+    "jit": jax.jit(lambda k: jax.random.normal(k, (2, 5, 3)))(k2).tolist(),
+}
+print(json.dumps(out))
+"""
+
+
+def test_draws_are_bit_identical_to_stock_jax(rng):
+    seed = int(rng.integers(0, 2**31))
+    shapes = [(7, 5, 3), (4, 6, 1), (11,)]
+    done = subprocess.run([sys.executable, "-c", _STOCK, json.dumps([seed, shapes])],
+                          capture_output=True, text=True, check=True)
+    stock = json.loads(done.stdout)
+    key = jax.random.key(seed)
+    k1, k2 = jax.random.split(key)
+    for shape, want in zip(shapes, stock["normal"], strict=True):
+        np.testing.assert_array_equal(np.asarray(_prng.normal(k1, shape)), want)
+        np.testing.assert_array_equal(np.asarray(jax.random.normal(k1, shape)), want)
+    for shape, want in zip(shapes, stock["uniform"], strict=True):
+        got = jax.jit(lambda k, s=shape: _prng.uniform(k, s))(k2)
+        np.testing.assert_array_equal(np.asarray(got), want)
+    # bounds: the same bits; `u * (hi - lo) + lo` may round an ulp of the range apart
+    # between compiled contexts (constant folding, FMA), in stock JAX as well
+    got = jax.jit(lambda k: _prng.uniform(k, (7, 5, 3), jnp.float32, -0.3, 0.7))(k2)
+    np.testing.assert_allclose(np.asarray(got), stock["bounded"], rtol=0, atol=1.2e-7)
+    vmapped = jax.jit(jax.vmap(lambda k: _prng.normal(k, (3, 4, 3))))(jax.random.split(key, 5))
+    np.testing.assert_array_equal(np.asarray(vmapped), stock["vmapped"])
+    np.testing.assert_array_equal(
+        np.asarray(jax.jit(lambda k: jax.random.normal(k, (2, 5, 3)))(k2)), stock["jit"])
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the CPU lowering")
+def test_cpu_threefry_is_unrolled():
+    assert _prng.UNROLLED_THREEFRY
+    text = jax.jit(lambda k: jax.random.bits(k, (64,))).lower(jax.random.key(0)).as_text()
+    assert "while" not in text  # JAX's own CPU lowering is a fori_loop over 5 blocks
+
+
+def test_flat_equals_direct_under_jit_and_vmap(rng):
+    x = jnp.asarray(rng.random((3, 6, 5, 3), dtype=np.float32))
+    s = jnp.asarray(rng.random(3, dtype=np.float32))
+
+    def heavy(x, s):
+        return jnp.exp(-x * s) * jnp.sin(3.0 * x) + s
+
+    def kernel(x, s):
+        return _fusion.flat(lambda v: heavy(v, s), x)
+
+    want = jax.vmap(heavy)(x, s)
+    got = jax.jit(jax.vmap(kernel))(x, s)
+    assert got.shape == x.shape
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-7)
+    once = _fusion.separately(lambda a, b: a * b, x[0], 2.0)
+    np.testing.assert_array_equal(np.asarray(once), np.asarray(x[0] * 2.0))
