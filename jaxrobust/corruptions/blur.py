@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrobust import _prng
+from jaxrobust import _fusion, _prng
 from jaxrobust._validation import check_image, check_level
 from jaxrobust.corruptions import _ops
 from jaxrobust.corruptions._ops import IMAGENET_C_SIZE
@@ -144,12 +144,17 @@ def glass_blur(key, image, severity, *, reference_size: int | None = IMAGENET_C_
     ys = jnp.arange(H, dtype=jnp.float32)[:, None]
     xs = jnp.arange(W, dtype=jnp.float32)[None, :]
     moving = (ys > delta) & (ys <= H - delta) & (xs > delta) & (xs <= W - delta)
+
+    def one_pass(y, src_y, src_x, on):
+        return jnp.where(on[..., None], y[src_y, src_x], y)
+
     for i, k in enumerate(jax.random.split(key, max(p for _, _, p in GLASS))):
         d = jnp.floor(_prng.uniform(k, (2, H, W), jnp.float32, -delta, delta))
         src_y = jnp.clip(ys + d[0], 0, H - 1).astype(jnp.int32)
         src_x = jnp.clip(xs + d[1], 0, W - 1).astype(jnp.int32)
-        moved = y[src_y, src_x]
-        y = jnp.where((moving & (i < jnp.round(passes)))[..., None], moved, y)
+        # each pass compiled apart: fused together, a pass's gather re-evaluated the
+        # passes before it at every source pixel (2x the work per pass)
+        y = _fusion.separately(one_pass, y, src_y, src_x, moving & (i < jnp.round(passes)))
     out = _ops.gaussian_blur_image(y, sigma, max_sigma)
     return _ops.finish(_ops.blend_below_one(x, out, severity), ok, image)
 
