@@ -26,13 +26,13 @@ from jax import lax
 
 def separately(fn, *args):
     """`fn(*args)`, compiled apart from the surrounding computation (its own fused
-    loops, over its own output shapes). `fn` returns one array."""
+    loops, over its own output shapes). `fn` returns an array or a pytree of them."""
     out = jax.eval_shape(fn, *args)
 
     def body(carry):
         return jnp.bool_(True), fn(*args)
 
-    init = (jnp.bool_(False), jnp.zeros(out.shape, out.dtype))
+    init = (jnp.bool_(False), jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), out))
     return lax.while_loop(lambda carry: ~carry[0], body, init)[1]
 
 

@@ -138,19 +138,6 @@ def gaussian_blur_image(image, sigma, max_sigma: float, *, mode: str = "nearest"
 # Resampling
 # --------------------------------------------------------------------------------------
 
-def lerp_axis(x, axis: int, coords):
-    """Linear interpolation of `x` along `axis` at (in-range) float `coords`."""
-    n = x.shape[axis]
-    lo = jnp.clip(jnp.floor(coords), 0, n - 1)
-    frac = coords - lo
-    lo = lo.astype(jnp.int32)
-    hi = jnp.minimum(lo + 1, n - 1)
-    shape = [1] * x.ndim
-    shape[axis] = -1
-    frac = frac.reshape(shape)
-    return jnp.take(x, lo, axis=axis) * (1.0 - frac) + jnp.take(x, hi, axis=axis) * frac
-
-
 def zoom_geometry(n: int, zoom):
     """`(crop, size, valid)` of `clipped_zoom` on an axis of length `n`: the centre
     crop's length `ceil(n / zoom)`, the length `round(crop * zoom)` it is zoomed to,
@@ -161,7 +148,16 @@ def zoom_geometry(n: int, zoom):
     return crop, size, size
 
 
-def clipped_zoom(image, zoom, geometry=None):
+def column_pairs(image):
+    """`(H, W, 2, ...)`: each pixel beside its right neighbour (the last repeated), so
+    that a linear resampling of the columns gathers both taps as one contiguous slice
+    (~1.7x faster on CPU than two gathers along the inner axis). Build it once when
+    several resamplings read the same image (`clipped_zoom(..., pairs=...)`)."""
+    right = jnp.concatenate([image[:, 1:], image[:, -1:]], axis=1)
+    return jnp.stack([image, right], axis=2)
+
+
+def clipped_zoom(image, zoom, geometry=None, *, pairs=None):
     """ImageNet-C's `clipped_zoom`: the centre `ceil(n / zoom)` crop, zoomed back.
 
     The crop is resized by `scipy.ndimage.zoom(order=1)` (corner-aligned linear
@@ -171,20 +167,36 @@ def clipped_zoom(image, zoom, geometry=None):
     `zoom_geometry`), e.g. computed on the host in float64 like the reference, where
     the float32 product would round the other way, and where SciPy's last sample can
     fall a rounding error outside the crop (`mode='constant'` then gives 0 there).
+    `pairs` is `column_pairs(image)`, if the caller has it already.
     """
-    out = image
-    for axis in (0, 1):
+    def axis_taps(axis):
         n = image.shape[axis]
         crop, size, valid = zoom_geometry(n, zoom) if geometry is None else geometry[axis]
-        top = jnp.floor((n - crop) / 2)
-        o = jnp.arange(n, dtype=jnp.float32)
-        coords = top + o * (crop - 1) / jnp.maximum(size - 1, 1)
-        # a zoom shorter than the axis leaves the rest empty (the reference then adds
-        # the short layer into the top-left corner only)
-        shape = [1] * out.ndim
-        shape[axis] = n
-        out = lerp_axis(out, axis, coords) * (o < valid).astype(out.dtype).reshape(shape)
-    return out
+
+        def taps(crop, size, valid):
+            top = jnp.floor((n - crop) / 2)
+            o = jnp.arange(n, dtype=jnp.float32)
+            coords = top + o * (crop - 1) / jnp.maximum(size - 1, 1)
+            lo = jnp.clip(jnp.floor(coords), 0, n - 1)
+            # a zoom shorter than the axis leaves the rest empty (the reference then
+            # adds the short layer into the top-left corner only)
+            keep = (o < valid).astype(jnp.float32)
+            return lo.astype(jnp.int32), coords - lo, keep
+
+        # computed apart: fused into the gathers, these index vectors were recomputed
+        # for every gathered value (zoom_blur ran 3x slower)
+        lo, frac, keep = separately(taps, crop, size, valid)
+        shape = [1] * image.ndim
+        shape[axis] = -1
+        return lo, frac.reshape(shape), keep.reshape(shape)
+
+    # columns first, both taps of a sample gathered as one slice of `pairs`
+    lo, frac, keep = axis_taps(1)
+    both = jnp.take(column_pairs(image) if pairs is None else pairs, lo, axis=1)
+    out = (both[:, :, 0] * (1.0 - frac) + both[:, :, 1] * frac) * keep
+    lo, frac, keep = axis_taps(0)
+    hi = jnp.minimum(lo + 1, image.shape[0] - 1)
+    return (jnp.take(out, lo, axis=0) * (1.0 - frac) + jnp.take(out, hi, axis=0) * frac) * keep
 
 
 def bilinear_sample(image, ys, xs, mode: str):

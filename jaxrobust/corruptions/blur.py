@@ -242,9 +242,10 @@ def zoom_blur(key, image, severity):
         zoom = 1.0 + k * step
         geometry = [tuple(jnp.where(published, fixed[a], jnp.stack(_ops.zoom_geometry(n, zoom))))
                     for a, n in enumerate((H, W))]
-        zoomed = _ops.clipped_zoom(x, zoom, geometry)
+        zoomed = _ops.clipped_zoom(x, zoom, geometry, pairs=pairs)
         return acc + jnp.where(k < count, zoomed, 0.0), None
 
+    pairs = _ops.column_pairs(x)  # read by every zoom
     ks = jnp.arange(MAX_ZOOMS, dtype=jnp.float32)
     total, _ = jax.lax.scan(add, x, (ks, row))
     out = total / (count + 1.0)
