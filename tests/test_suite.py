@@ -298,3 +298,24 @@ def test_separable_filter_matches_scipy_correlate(rng, mode):
         out = jax.jit(lambda x, a, b: _ops.filter_separable(x, a, b, mode))(image, wy, wx)
         assert out.shape == image.shape
         np.testing.assert_allclose(np.asarray(out), ref, atol=2e-5)
+
+
+def test_poisson_inversion_is_exact_on_its_table(rng):
+    from scipy import stats
+
+    from jaxrobust.corruptions import noise
+
+    table = noise._poisson_cdf_table().reshape(-1, noise._COUNTS)
+    rows = np.concatenate([[0, 1, 2, noise._ROWS], rng.integers(0, noise._ROWS + 1, 60)])
+    lam = rows * noise._STEP
+    np.testing.assert_allclose(table[rows, :-1], stats.poisson.cdf(
+        np.arange(noise._COUNTS - 1), lam[:, None]), rtol=0, atol=2e-6)
+    # the windowed search equals a full search of the row, for u across (1e-7, 1)
+    # and at its ends, where the normal-approximation guess is furthest off
+    u = np.concatenate([rng.uniform(1e-7, 1, (len(rows), 400)),
+                        np.tile([1e-7, 1e-6, 0.5, 1 - 1e-6, 1 - 6e-8], (len(rows), 1))],
+                       axis=1).astype(np.float32)
+    lam_f = np.broadcast_to(lam[:, None], u.shape).astype(np.float32)
+    got = jax.jit(lambda u, lam: noise._poisson(u, lam, jax.scipy.special.ndtri(u)))(u, lam_f)
+    want = np.stack([np.searchsorted(table[r], u_r, side="left") for r, u_r in zip(rows, u)])
+    np.testing.assert_array_equal(np.asarray(got), want)

@@ -202,11 +202,13 @@ def rgb_images(n: int, size: int, *, seed: int = 0) -> np.ndarray:
 
 
 def run_suite(n: int = 16, size: int = 224, ref_images: int = 2, repeats: int = 3,
-              names=None, log=print) -> dict:
+              names=None, chunk: int | None = 2, log=print) -> dict:
     """ImageNet-C's 15 corruptions x 5 severities: `imagecorruptions` one image at a
     time (patched only where it cannot run, see `jaxrobust.bench.reference`) against
     jaxrobust, one compiled call per corruption vmapped over images and severities
-    (independent keys per image and severity), split over every local device."""
+    (independent keys per image and severity), split over every local device, each
+    device taking `chunk` images (x 5 severities) at a time (`shard_batch(chunk=)`;
+    None: its whole share at once)."""
     import warnings
 
     from jaxrobust.bench import reference
@@ -228,7 +230,7 @@ def run_suite(n: int = 16, size: int = 224, ref_images: int = 2, repeats: int = 
                     ic.corrupt(image, s, name)
         ref_s = (time.perf_counter() - start) / (ref_images * 5)
         fn = jax.vmap(jax.vmap(c.apply, in_axes=(0, None, 0)), in_axes=(0, 0, None))
-        fn = shard_batch(fn, in_axes=(0, 0, None))
+        fn = shard_batch(fn, in_axes=(0, 0, None), chunk=chunk)
         keys = jax.random.split(jax.random.key(0), n * 5).reshape(n, 5)
         start = time.perf_counter()
         jax.block_until_ready(fn(keys, images, levels))
@@ -250,7 +252,8 @@ def run_suite(n: int = 16, size: int = 224, ref_images: int = 2, repeats: int = 
              "speedup": ref_total / ours_total, "compile_s": None}
     log(f"  whole sweep: ref {total['ref_images_per_s']:.1f} img/s, ours "
         f"{total['jaxrobust_images_per_s']:.1f} img/s, x{total['speedup']:.1f}")
-    return {"images": n, "reference_images": ref_images, "shape": [size, size, 3],
+    return {"images": n, "reference_images": ref_images, "chunk": chunk,
+            "shape": [size, size, 3],
             "dtype": "float32, 8-bit-valued", "rows": [*rows, total]}
 
 
