@@ -72,3 +72,19 @@ def test_shard_batch_checks_its_arguments():
         fn(np.zeros((3, 2)), np.zeros((4, 2)))
     with pytest.raises(ValueError, match="devices"):
         local_mesh(jax.device_count() + 1)
+
+
+def test_chunked_shards_equal_whole_shards(rng):
+    from jaxrobust.corruptions import gaussian_noise, scale_up
+
+    images = rng.random((7, 12, 10, 3), dtype=np.float32)
+    keys = jax.random.split(jax.random.key(int(rng.integers(1 << 30))), 7)
+    for kernel, level in ((gaussian_noise, 0.2), (scale_up, 2.0)):
+        fn = jax.vmap(kernel, in_axes=(0, 0, None))
+        whole = shard_batch(fn, in_axes=(0, 0, None))(keys, images, level)
+        for chunk in (1, 3):
+            got = shard_batch(fn, in_axes=(0, 0, None), chunk=chunk)(keys, images, level)
+            assert got.shape == images.shape
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(whole))
+    with pytest.raises(ValueError, match="chunk"):
+        shard_batch(fn, in_axes=(0, 0, None), chunk=0)
