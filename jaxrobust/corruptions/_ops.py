@@ -255,9 +255,17 @@ def motion_blur_image(image, radius, sigma, angle_deg, max_radius: int):
     weights = weights / jnp.sum(jnp.where(taps < width, weights, 0.0))
     weights = jnp.where((taps < width) & inside, weights, 0.0)
 
+    # every tap is a window of the edge-padded image (a contiguous slice, not a gather)
+    pad = 2 * max_radius + 1
+    padded = jnp.pad(image, [(pad, pad), (pad, pad)] + [(0, 0)] * (image.ndim - 2),
+                     mode="edge")
+    start = jnp.zeros((image.ndim - 2,), jnp.int32)
+
     def tap(acc, args):
         w, dy, dx = args
-        return acc + w * shift_clamped(image, dy, dx), None
+        corner = jnp.concatenate([jnp.stack([pad - dy, pad - dx]), start])
+        window = lax.dynamic_slice(padded, corner, image.shape)
+        return acc + w * window, None
 
     out, _ = lax.scan(tap, jnp.zeros_like(image), (weights, dys, dxs))
     return out
