@@ -43,3 +43,34 @@ def test_bad_model_input():
         models.get("resnet", num_classes=2, input_shape=(32, 32, 3))
     with pytest.raises(ValueError, match="71x71"):
         models.get("xception", num_classes=2, input_shape=(32, 32, 3), width=0.1)
+
+
+@pytest.mark.parametrize("shape,kernel", [((3, 17, 12, 1), 3), ((2, 9, 11, 1), 5)])
+def test_one_channel_conv_relu_pool_equals_xla(rng, shape, kernel):
+    from flax import nnx
+
+    from jaxrobust.models import layers
+
+    module = nnx.Conv(1, 8, (kernel, kernel), padding="SAME",
+                      rngs=nnx.Rngs(int(rng.integers(1 << 30))))
+    x = jnp.asarray(rng.random(shape, dtype=np.float32))
+
+    ours = layers._conv_relu_pool_one_channel  # what conv_relu_pool runs here
+
+    def xla(x, k, b):  # what the module and the pool compute
+        out = jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",
+                                           dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return nnx.max_pool(nnx.relu(out + b.reshape(1, 1, 1, -1)), (2, 2), strides=(2, 2),
+                            padding="VALID")
+
+    k, b = module.kernel[...], module.bias[...]
+    want = np.asarray(xla(x, k, b))
+    np.testing.assert_allclose(np.asarray(jax.jit(ours)(x, k, b)), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(layers.conv_relu_pool(module, x)), want, rtol=1e-5,
+                               atol=1e-6)
+    weights = jnp.asarray(rng.standard_normal((shape[0], shape[1] // 2, shape[2] // 2, 8)),
+                          jnp.float32)
+    got = jax.grad(lambda *a: jnp.sum(ours(*a) * weights), argnums=(0, 1, 2))(x, k, b)
+    want = jax.grad(lambda *a: jnp.sum(xla(*a) * weights), argnums=(0, 1, 2))(x, k, b)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-4, atol=1e-5)

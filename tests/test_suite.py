@@ -317,5 +317,6 @@ def test_poisson_inversion_is_exact_on_its_table(rng):
                        axis=1).astype(np.float32)
     lam_f = np.broadcast_to(lam[:, None], u.shape).astype(np.float32)
     got = jax.jit(lambda u, lam: noise._poisson(u, lam, jax.scipy.special.ndtri(u)))(u, lam_f)
-    want = np.stack([np.searchsorted(table[r], u_r, side="left") for r, u_r in zip(rows, u)])
+    want = np.stack([np.searchsorted(table[r], u_r, side="left")
+                     for r, u_r in zip(rows, u, strict=True)])
     np.testing.assert_array_equal(np.asarray(got), want)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from jaxrobust.models.layers import check_input, max_pool
+from jaxrobust.models.layers import check_input, conv_relu_pool, max_pool
 
 
 class SmallCNN(nnx.Module):
@@ -22,7 +22,7 @@ class SmallCNN(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = check_input(x, in_channels=self.in_channels, name="small_cnn")
-        x = max_pool(nnx.relu(self.conv1(x)), 2, 2, "VALID")
+        x = conv_relu_pool(self.conv1, x)
         return max_pool(nnx.relu(self.conv2(x)), 2, 2, "VALID")
 
     def keras_layers(self):
