@@ -13,8 +13,7 @@ stop fusion on CPU either.
 whose trip count XLA cannot see, so the body is compiled as its own computation with
 a flat output, and the reshape back to the caller's shape stays outside. Values are
 unchanged; only the compiled loops are. Works under `vmap` (the loop's predicate is
-never batched) and `jit`; not reverse-differentiable, so use it for values that are
-not differentiated (random draws, corruption kernels).
+never batched), `jit` and `grad` (derivatives are taken of `fn` itself, unseparated).
 """
 
 from __future__ import annotations
@@ -26,14 +25,26 @@ from jax import lax
 
 def separately(fn, *args):
     """`fn(*args)`, compiled apart from the surrounding computation (its own fused
-    loops, over its own output shapes). `fn` returns an array or a pytree of them."""
-    out = jax.eval_shape(fn, *args)
+    loops, over its own output shapes). `fn` returns an array or a pytree of them.
 
-    def body(carry):
-        return jnp.bool_(True), fn(*args)
+    Differentiable: derivatives are `fn`'s own (`jax.jvp(fn)`, and reverse mode by
+    transposing it), computed without the separation."""
 
-    init = (jnp.bool_(False), jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), out))
-    return lax.while_loop(lambda carry: ~carry[0], body, init)[1]
+    @jax.custom_jvp
+    def run(*args):
+        out = jax.eval_shape(fn, *args)
+
+        def body(carry):
+            return jnp.bool_(True), fn(*args)
+
+        init = (jnp.bool_(False), jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), out))
+        return lax.while_loop(lambda carry: ~carry[0], body, init)[1]
+
+    @run.defjvp
+    def run_jvp(primals, tangents):
+        return jax.jvp(fn, primals, tangents)
+
+    return run(*args)
 
 
 def flat(fn, *arrays):

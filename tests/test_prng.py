@@ -78,3 +78,24 @@ def test_flat_equals_direct_under_jit_and_vmap(rng):
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-7)
     once = _fusion.separately(lambda a, b: a * b, x[0], 2.0)
     np.testing.assert_array_equal(np.asarray(once), np.asarray(x[0] * 2.0))
+
+
+def test_separated_work_keeps_its_gradients(rng):
+    x = jnp.asarray(rng.random((2, 5, 4, 3), dtype=np.float32))
+
+    def heavy(v):
+        return jnp.exp(-v) * jnp.sin(3.0 * v)
+
+    def loss(fn, x):
+        return jnp.sum(jax.vmap(fn)(x) ** 2)
+
+    want = jax.grad(lambda x: loss(heavy, x))(x)
+    got = jax.jit(jax.grad(lambda x: loss(lambda v: _fusion.flat(heavy, v), x)))(x)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)
+    # a corruption kernel built on it stays differentiable in its image
+    from jaxrobust.corruptions import gaussian_noise
+
+    g = jax.grad(lambda v: jnp.sum(gaussian_noise(jax.random.key(1), v, 0.05)))(x[0])
+    noisy = np.asarray(gaussian_noise(jax.random.key(1), x[0], 0.05))
+    inside = (noisy > 0) & (noisy < 1)  # d/dx clip(x + noise): 1 inside, 0 where clipped
+    np.testing.assert_array_equal(np.asarray(g), inside.astype(np.float32))
