@@ -420,7 +420,10 @@ def plasma_fractal(key, map_size: int, decay):
         r = grid.shape[0]
         even = jnp.stack([ul, lt], axis=-1).reshape(r, 2 * r)  # m[0::step, 0::h]
         odd = jnp.stack([tt, dr], axis=-1).reshape(r, 2 * r)   # m[h::step, 0::h]
-        grid = jnp.stack([even, odd], axis=1).reshape(2 * r, 2 * r)
+        # each level compiled apart: fused across levels (and with the normalisation),
+        # the compiled arithmetic, and so the last bit, depended on the batch size
+        grid = separately(lambda e, o, r=r: jnp.stack([e, o], axis=1).reshape(2 * r, 2 * r),
+                          even, odd)
         step //= 2
         wibble = wibble / decay
     m = grid - jnp.min(grid)
