@@ -223,17 +223,6 @@ def bilinear_sample(image, ys, xs, mode: str):
     return top * (1 - fy) + bottom * fy
 
 
-def shift_clamped(image, dy, dx):
-    """`image` shifted by integer `(dy, dx)` (may be traced), edges repeated.
-
-    `out[y, x] = image[clip(y - dy), clip(x - dx)]`: ImageNet-C's `shift`.
-    """
-    H, W = image.shape[:2]
-    rows = jnp.clip(jnp.arange(H) - dy, 0, H - 1)
-    cols = jnp.clip(jnp.arange(W) - dx, 0, W - 1)
-    return jnp.take(jnp.take(image, rows, axis=0), cols, axis=1)
-
-
 def motion_blur_image(image, radius, sigma, angle_deg, max_radius: int):
     """ImageNet-C's `_motion_blur`: a one-sided Gaussian-weighted streak at `angle_deg`.
 
