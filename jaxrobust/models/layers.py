@@ -96,7 +96,7 @@ def conv_relu_pool(module: nnx.Conv, x: jax.Array) -> jax.Array:
     for many channels), and the full-resolution output it stores before the pool is
     the larger cost. For that case (stride 1, 'SAME', odd kernel, bias) the forward
     pass is one fused elementwise loop (see `_conv_relu_pool_one_channel`; the small
-    CNN's first stage ~15x faster, the whole network ~4x) and the backward pass is
+    CNN's first stage ~15x faster, the whole network ~2.8x) and the backward pass is
     XLA's own (conv and max-pool gradients, ties included). Same values up to float
     rounding (tested). Reverse-mode only (a `custom_vjp`: `jax.grad`, not `jax.jvp`).
     Any other configuration runs the module and the pool.
