@@ -35,6 +35,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_batching import custom_vmap
 
+from jaxrobust._fusion import separately
 from jaxrobust._validation import check_image, check_level
 
 DEFAULT_MAX_RADIUS = 19
@@ -91,9 +92,9 @@ def _huang_planes(codes, radius, max_radius: int):
     entering and removes the `2R + 1` leaving pixels with one flat scatter-add (the
     disk rows a smaller radius leaves out add zero), then finds the rank-`k` bin
     through 16 coarse bins and the 16 fine bins of the chosen coarse bin, with no
-    data-dependent loop. The moving pixels are cut out of the padded plane with one
-    dynamic slice per disk row and laid out step-major before the scan, so that each
-    step reads one contiguous block.
+    data-dependent loop. The moving pixels' histogram positions are cut out of the
+    padded plane with one dynamic slice per disk row and laid out step-major before the
+    scan, so that each step reads one contiguous block.
     """
     R = max_radius
     P, H, W = codes.shape
@@ -103,15 +104,36 @@ def _huang_planes(codes, radius, max_radius: int):
     w, inside = jax.vmap(lambda r: disk_row_widths(r, R))(radius)  # (P, D)
     n = jnp.sum(jnp.where(inside, 2 * w + 1, 0), axis=1)
     k = jnp.broadcast_to((n // 2)[:, None], (P, H)).reshape(L).astype(jnp.int16)
-    lane = jnp.arange(L)
 
-    # Histogram of every lane's disk around column 0.
-    offsets = jnp.arange(-R, R + 1)
-    in_disk = inside[:, :, None] & (jnp.abs(offsets)[None, None, :] <= w[:, :, None])
-    window = jnp.stack([p[:, dy: dy + H, 0:D] for dy in range(D)], 2)  # (P, H, D, D)
-    start = (window * L + lane.reshape(P, H, 1, 1)).reshape(-1)
-    weight = jnp.broadcast_to(in_disk[:, None], window.shape).astype(jnp.int16).reshape(-1)
-    hist = jnp.zeros((256 * L,), jnp.int16).at[start].add(weight)
+    # Histogram positions `value * L + lane`, lanes minor (XLA's CPU backend
+    # vectorises a loop along its output's minor axis; with a disk row or 1 there,
+    # building these cost more than the histogram updates themselves). `q[i, x, 0, y]`
+    # is padded pixel (y, x) of plane i at the lane of its own row `i * H + y`: disk
+    # row dy gives lane y the pixel of row y + dy, at position `q[..., y + dy] - dy`.
+    # uint16 (half the traffic of the moves, the largest array) when every position fits.
+    small = 256 * L + 2 * R <= 2**16
+    q = separately(lambda p: (jnp.swapaxes(p, 1, 2)[:, :, None, :] * L
+                              + jnp.arange(P).reshape(P, 1, 1, 1) * H
+                              + jnp.arange(H + 2 * R).reshape(1, 1, 1, -1)
+                              ).astype(jnp.uint16 if small else jnp.int32), p)
+    dims = lax.ScatterDimensionNumbers(update_window_dims=(), inserted_window_dims=(0,),
+                                       scatter_dims_to_operand_dims=(0,))
+
+    def add(hist, idx, weight):
+        # a plain scatter-add of flat positions (`hist.at[idx]` would also wrap
+        # negative indices: one more pass, along a minor axis of 1)
+        return lax.scatter_add(hist, idx.reshape(-1, 1), weight, dims,
+                               mode=lax.GatherScatterMode.PROMISE_IN_BOUNDS)
+
+    # Histogram of every lane's disk around column 0: on the edge-padded plane disk
+    # row dy covers the image columns 0 .. w, column 0 `w + 1` times.
+    cols = jnp.arange(R + 1)[None, :, None]
+    hw = w[:, None, :]  # (P, 1, D)
+    weight = jnp.where(inside[:, None, :] & (cols <= hw), jnp.where(cols == 0, hw + 1, 1), 0)
+    window = jnp.concatenate([q[:, R: 2 * R + 1, :, dy: dy + H] - dy for dy in range(D)], 2)
+    weight = separately(lambda wt: jnp.broadcast_to(wt[..., None].astype(jnp.int16),
+                                                     window.shape).reshape(-1), weight)
+    hist = add(jnp.zeros((256 * L,), jnp.int16), window, weight)
 
     def find(hist):
         # Written as unrolled elementwise steps over (16, L) / (L,) slices rather than
@@ -140,24 +162,24 @@ def _huang_planes(codes, radius, max_radius: int):
         return c.astype(jnp.int32) * 16 + f.astype(jnp.int32)
 
     # The pixels entering (column x + w + 1) and leaving (column x - w) each row of the
-    # disk as the window moves from x - 1 to x, for x = 1 .. W - 1.
-    def plane_moves(plane, half_width):  # -> (2D, H, W - 1)
-        enter = [lax.dynamic_slice(plane, (dy, R + half_width[dy] + 1), (H, W - 1))
+    # disk as the window moves from x - 1 to x, for x = 1 .. W - 1: a (W - 1, 2D * L)
+    # array of positions, one contiguous row per step.
+    def plane_moves(q, half_width):  # (W + 2R, 1, H + 2R) -> (W - 1, 2D, H)
+        enter = [lax.dynamic_slice(q, (R + half_width[dy] + 1, 0, dy), (W - 1, 1, H)) - dy
                  for dy in range(D)]
-        leave = [lax.dynamic_slice(plane, (dy, R - half_width[dy]), (H, W - 1))
+        leave = [lax.dynamic_slice(q, (R - half_width[dy], 0, dy), (W - 1, 1, H)) - dy
                  for dy in range(D)]
-        return jnp.stack(enter + leave, 0)
+        return jnp.concatenate(enter + leave, 1)
 
-    # int16 halves the traffic of this (W - 1, L, 2D) array, read once by the scan
-    moves = jax.vmap(plane_moves)(p.astype(jnp.int16), w)
-    moves = moves.transpose(3, 0, 2, 1).reshape(W - 1, L, 2 * D)
+    moves = jax.vmap(plane_moves)(q, w)  # (P, W - 1, 2D, H)
+    moves = moves.transpose(1, 2, 0, 3).reshape(W - 1, -1)
     sign = jnp.concatenate([jnp.ones((D,), jnp.int16), -jnp.ones((D,), jnp.int16)])
-    signs = jnp.where(jnp.concatenate([inside, inside], 1)[:, None, :], sign, 0)
-    signs = jnp.broadcast_to(signs.astype(jnp.int16), (P, H, 2 * D)).reshape(-1)
+    signs = jnp.where(jnp.concatenate([inside, inside], 1), sign, 0).astype(jnp.int16)
+    signs = separately(lambda s: jnp.broadcast_to(s.T[:, :, None], (2 * D, P, H)).reshape(-1),
+                       signs)
 
-    def slide(hist, values):
-        idx = (values.astype(jnp.int32) * L + lane[:, None]).reshape(-1)
-        hist = hist.at[idx].add(signs, mode="promise_in_bounds")
+    def slide(hist, idx):
+        hist = add(hist, idx, signs)
         return hist, find(hist)
 
     _, meds = lax.scan(slide, hist, moves)  # (W - 1, L)
