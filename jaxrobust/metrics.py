@@ -43,6 +43,112 @@ def _pair(fn, a, b):
     return a.astype(jnp.float32), b.astype(jnp.float32)
 
 
+def _ssim_taps(shape, win_size, gaussian_weights, sigma):
+    """The filter taps and window side of `ssim`'s options, checked against `shape`."""
+    if gaussian_weights:
+        taps = _gaussian_taps(sigma, 3.5)
+        if win_size is None:
+            win_size = len(taps)
+    else:
+        if win_size is None:
+            win_size = 7
+        taps = np.full((win_size,), 1.0 / win_size)
+    if win_size % 2 != 1 or win_size < 3:
+        raise ValueError(f"ssim: win_size must be odd and at least 3, got {win_size}.")
+    if min(shape[0], shape[1]) < max(win_size, len(taps)):
+        raise ValueError(
+            f"ssim: images of shape {shape} are smaller than the {win_size}-pixel "
+            "window; pass a smaller odd win_size."
+        )
+    return taps, win_size
+
+
+def _ssim_crop(x, taps, win_size):
+    """`(H, W, C)` -> centred `(C, H', W')` float32 and its mean.
+
+    Only the interior (a border of `(win_size - 1) // 2` cropped) enters SSIM's mean,
+    and there the window never leaves the image, so a 'valid' filter is exact. With
+    gaussian taps longer than win_size the extra margin is cropped. Centring on the
+    image's own mean changes no covariance and loses less to float32 cancellation.
+    """
+    extra = (len(taps) - win_size) // 2
+    if extra > 0:
+        x = x[extra:-extra, extra:-extra]
+    elif extra < 0:
+        x = x[-extra:extra, -extra:extra]
+    shift = jnp.mean(x)
+    return jnp.moveaxis(x, -1, 0) - shift, shift
+
+
+def ssim_reference(
+    a: jax.typing.ArrayLike,
+    *,
+    win_size: int | None = None,
+    gaussian_weights: bool = False,
+    sigma: float = 1.5,
+    use_sample_covariance: bool = True,
+) -> dict:
+    """The half of `ssim(a, b)` that depends on `a` alone, to compare many `b` with one `a`.
+
+    `ssim_compare(ssim_reference(a), b)` equals `ssim(a, b)` (same options); a sweep
+    computes each clean image's reference once and compares every corrupted version
+    with it, filtering three local moments per pair instead of five.
+
+    Args:
+        a: `(H, W, C)` float image.
+        win_size, gaussian_weights, sigma, use_sample_covariance: as for `ssim`.
+
+    Returns:
+        A dict of arrays (vmappable): `"centred"` `(C, H', W')`, the image minus its
+        mean `"shift"` and cropped to where the filter is valid; `"mean"` and `"var"`,
+        its centred local mean and its local variance, `(C, H' - n + 1, W' - n + 1)`
+        for `n` taps.
+    """
+    a = check_image(a, fn="ssim").astype(jnp.float32)
+    taps, win_size = _ssim_taps(a.shape, win_size, gaussian_weights, sigma)
+    da, shift = _ssim_crop(a, taps, win_size)
+    mx, sxx = _valid_filter(jnp.stack([da, da * da]), taps)
+    return {"centred": da, "shift": shift, "mean": mx,
+            "var": _cov_norm(win_size, use_sample_covariance) * (sxx - mx * mx)}
+
+
+def _cov_norm(win_size, use_sample_covariance):
+    npix = win_size**2
+    return npix / (npix - 1) if use_sample_covariance else 1.0
+
+
+def ssim_compare(
+    reference: dict,
+    b: jax.typing.ArrayLike,
+    *,
+    data_range: float = 1.0,
+    win_size: int | None = None,
+    gaussian_weights: bool = False,
+    sigma: float = 1.5,
+    use_sample_covariance: bool = True,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> jax.Array:
+    """`ssim(a, b)` from `reference = ssim_reference(a)` (same options): a float32 scalar."""
+    b = check_image(b, fn="ssim").astype(jnp.float32)
+    taps, win_size = _ssim_taps(b.shape, win_size, gaussian_weights, sigma)
+    da = reference["centred"]
+    db, shift = _ssim_crop(b, taps, win_size)
+    if da.shape != db.shape:
+        raise ValueError(f"ssim: images differ in shape, reference {da.shape} (C, H, W) "
+                         f"vs {db.shape}.")
+    my, syy, sxy = _valid_filter(jnp.stack([db, db * db, da * db]), taps)
+    mx, vx = reference["mean"], reference["var"]
+    cov_norm = _cov_norm(win_size, use_sample_covariance)
+    vy = cov_norm * (syy - my * my)
+    vxy = cov_norm * (sxy - mx * my)
+    ux, uy = mx + reference["shift"], my + shift
+    c1 = (k1 * data_range) ** 2
+    c2 = (k2 * data_range) ** 2
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    return jnp.mean(jnp.mean(s, axis=(1, 2)))
+
+
 def ssim(
     a: jax.typing.ArrayLike,
     b: jax.typing.ArrayLike,
@@ -83,49 +189,10 @@ def ssim(
         A float32 scalar; 1.0 for identical images.
     """
     a, b = _pair("ssim", a, b)
-    if gaussian_weights:
-        taps = _gaussian_taps(sigma, 3.5)
-        if win_size is None:
-            win_size = len(taps)
-    else:
-        if win_size is None:
-            win_size = 7
-        taps = np.full((win_size,), 1.0 / win_size)
-    if win_size % 2 != 1 or win_size < 3:
-        raise ValueError(f"ssim: win_size must be odd and at least 3, got {win_size}.")
-    if min(a.shape[0], a.shape[1]) < max(win_size, len(taps)):
-        raise ValueError(
-            f"ssim: images of shape {a.shape} are smaller than the {win_size}-pixel "
-            "window; pass a smaller odd win_size."
-        )
-    # Only the interior (a border of (win_size - 1) // 2 cropped) enters the mean, and
-    # there the window never leaves the image, so a 'valid' filter is exact. With
-    # gaussian taps longer than win_size, crop the extra margin.
-    extra = (len(taps) - win_size) // 2
-    if extra > 0:
-        a = a[extra:-extra, extra:-extra]
-        b = b[extra:-extra, extra:-extra]
-    elif extra < 0:
-        a = a[-extra:extra, -extra:extra]
-        b = b[-extra:extra, -extra:extra]
-    # Shift both images by one constant before the second moments: covariances do not
-    # change, and float32 loses less to cancellation.
-    shift = 0.5 * (jnp.mean(a) + jnp.mean(b))
-    a, b = jnp.moveaxis(a, -1, 0), jnp.moveaxis(b, -1, 0)  # (C, H, W)
-    da, db = a - shift, b - shift
-    # One filter pass over the five stacked moments.
-    moments = lax.optimization_barrier(jnp.stack([a, b, da * da, db * db, da * db]))
-    ux, uy, sxx, syy, sxy = _valid_filter(moments, taps)
-    mx, my = ux - shift, uy - shift
-    npix = win_size**2
-    cov_norm = npix / (npix - 1) if use_sample_covariance else 1.0
-    vx = cov_norm * (sxx - mx * mx)
-    vy = cov_norm * (syy - my * my)
-    vxy = cov_norm * (sxy - mx * my)
-    c1 = (k1 * data_range) ** 2
-    c2 = (k2 * data_range) ** 2
-    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
-    return jnp.mean(jnp.mean(s, axis=(1, 2)))
+    shape = dict(win_size=win_size, gaussian_weights=gaussian_weights, sigma=sigma,
+                 use_sample_covariance=use_sample_covariance)
+    return ssim_compare(ssim_reference(a, **shape), b, data_range=data_range, k1=k1, k2=k2,
+                        **shape)
 
 
 def psnr(a: jax.typing.ArrayLike, b: jax.typing.ArrayLike, *, data_range: float = 1.0):

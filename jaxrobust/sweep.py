@@ -32,7 +32,7 @@ import numpy as np
 import optax
 
 from jaxrobust import corruptions as registry
-from jaxrobust.metrics import ssim
+from jaxrobust.metrics import ssim_compare, ssim_reference
 from jaxrobust.sharding import local_mesh, shard_batch
 
 TARGETS = ("corruption_type", "labels")
@@ -209,12 +209,13 @@ def _chunk_program(kernel: Callable, fns: tuple[Callable, ...], mesh):
 
     def chunk(consts, idx, clean, levels):
         params, base = consts
+        reference = jax.vmap(ssim_reference)(clean)  # the clean images' half of SSIM, once
 
         def one_level(step_level):
             step, level = step_level
             keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(base, i), step))(idx)
             bad = jax.vmap(kernel, in_axes=(0, 0, None))(keys, clean, level)
-            scores = jax.vmap(ssim)(clean, bad)
+            scores = jax.vmap(ssim_compare)(reference, bad)
             probs = tuple(jax.nn.softmax(f(p, bad), -1) for f, p in zip(fns, params, strict=True))
             return scores, probs
 

@@ -7,7 +7,7 @@ import pytest
 from conftest import random_image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from jaxrobust.metrics import psnr, ssim
+from jaxrobust.metrics import psnr, ssim, ssim_compare, ssim_reference
 
 
 def _pair(rng, shape):
@@ -33,6 +33,23 @@ def test_ssim_matches_skimage_random_hyperparameters(rng, trial):
     ref = structural_similarity(a, b, channel_axis=-1, **kwargs)
     ours = float(jax.jit(lambda x, y: ssim(x, y, **kwargs))(a, b))
     assert abs(ours - ref) < 1e-5, (kwargs, ours, ref)
+
+
+@pytest.mark.parametrize("gaussian", [False, True])
+def test_ssim_reference_compared_with_many_images_matches_skimage(rng, gaussian):
+    """One reference (the sweep's clean image) against a batch of others, vmapped."""
+    a = random_image(rng, (33, 41, 3), eight_bit=True)
+    others = np.stack([_pair(rng, a.shape)[1] for _ in range(3)] + [a])
+    kwargs = {"gaussian_weights": gaussian, "use_sample_covariance": not gaussian}
+    kwargs.update({"sigma": 1.2} if gaussian else {"win_size": 5})
+    reference = ssim_reference(a, **kwargs)
+    ours = jax.jit(jax.vmap(lambda b: ssim_compare(reference, b, **kwargs)))(others)
+    refs = [structural_similarity(a, b, channel_axis=-1, data_range=1.0, **kwargs)
+            for b in others]
+    np.testing.assert_allclose(np.asarray(ours), refs, atol=1e-5)
+    assert float(ours[-1]) == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(ValueError, match="differ in shape"):
+        ssim_compare(reference, a[:-1], **kwargs)
 
 
 def test_ssim_constant_and_identical_images(rng):
