@@ -84,6 +84,15 @@ def test_median_blur_batches_at_radius_19(rng):
     np.testing.assert_array_equal(out8, out[:2])
 
 
+def test_median_blur_tall_image_wide_histogram_positions(rng):
+    # 300 rows: 256 bins x 300 lanes no longer fit the 8-bit path's uint16 positions,
+    # so it takes its int32 variant; both must stay exact
+    image = random_image(rng, (300, 23, 1), eight_bit=True)
+    fn = jax.jit(lambda x, r: median_blur(KEY, x, r, max_radius=5))
+    for r in (4, 5):
+        np.testing.assert_array_equal(np.asarray(fn(image, r)), _skimage_median(image, r))
+
+
 def test_median_blur_vmap_over_images_and_radii(rng):
     images = np.stack([random_image(rng, (23, 27, 1), eight_bit=True) for _ in range(3)])
     radii = jnp.asarray([0.0, 2.0, 7.0])
