@@ -136,7 +136,7 @@ def _cmd_bench(args) -> None:
 
     suite = {"kernels": kernels, "sweep": sweep, "attribution": attribution,
              "scale": scale}[args.suite]
-    suite.main(["--out", args.out] if args.out else [])
+    suite.main((["--out", args.out] if args.out else []) + args.options)
 
 
 def _cmd_attribute(args) -> None:
@@ -252,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="speed against the reference libraries")
     bench.add_argument("suite", choices=["kernels", "sweep", "attribution", "scale"])
     bench.add_argument("--out", help="results JSON path (default benchmarks/results/...)")
+    bench.add_argument("options", nargs=argparse.REMAINDER,
+                       help="the benchmark's own options, e.g. `jaxrobust bench kernels "
+                            "--images 16 --radii 19` (list them: `jaxrobust bench kernels -h`)")
     bench.set_defaults(fn=_cmd_bench)
     return parser
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, PartitionSpec
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 AXIS = "batch"
 
@@ -57,6 +57,30 @@ def local_mesh(devices: int | Sequence[jax.Device] | None = None) -> Mesh:
     else:
         chosen = list(devices)
     return Mesh(np.asarray(chosen), (AXIS,))
+
+
+def place_batch(tree, mesh: Mesh | None = None):
+    """Puts arrays (a pytree) on `mesh` split along their leading axis, once.
+
+    A `shard_batch` function copies host (NumPy) arguments onto the devices on every
+    call; arrays placed here beforehand are used where they are. Place a batch once
+    when many calls will read it (a sweep over levels, a benchmark). Arrays whose
+    leading axis does not divide by the device count are returned unchanged
+    (`shard_batch` pads those itself).
+
+    Args:
+        tree: arrays, each `(N, ...)`.
+        mesh: a one-axis mesh (default: every local device).
+
+    Returns:
+        The same pytree with every divisible array a `jax.Array` sharded as
+        `PartitionSpec("batch")` over `mesh`.
+    """
+    mesh = mesh or local_mesh()
+    sharding = NamedSharding(mesh, PartitionSpec(AXIS))
+    ndev = mesh.devices.size
+    return jax.tree.map(
+        lambda a: jax.device_put(a, sharding) if jnp.shape(a)[0] % ndev == 0 else a, tree)
 
 
 def shard_batch(fn: Callable, *, in_axes: Sequence[int | None], mesh: Mesh | None = None,

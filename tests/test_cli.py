@@ -87,6 +87,11 @@ def test_console_script_exits_non_zero_on_bad_arguments():
                           capture_output=True, text=True)
     assert proc.returncode != 0
     assert "invalid choice" in proc.stderr
+    # a benchmark's own options pass through `jaxrobust bench`, and are checked there
+    proc = subprocess.run([sys.executable, "-m", "jaxrobust.cli", "bench", "kernels",
+                           "--images", "4", "--no-such-option"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "unrecognized arguments: --no-such-option" in proc.stderr
 
 
 def test_corruptions_gallery(tmp_path, capsys):

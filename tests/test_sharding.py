@@ -23,6 +23,16 @@ SCRIPT = textwrap.dedent("""
     noise = shard_batch(jax.vmap(gaussian_noise, in_axes=(0, 0, None)), in_axes=(0, 0, None))
     out = np.concatenate([np.asarray(blur(keys, images, 6.0)),
                           np.asarray(noise(keys, images, 0.1))])
+    # place_batch: a divisible batch goes on the devices, split; the result is the same
+    from jaxrobust.sharding import place_batch
+    n = jax.device_count() * (4 // jax.device_count())
+    placed_keys, placed = place_batch((keys[:n], images[:n]))
+    assert placed.sharding.spec == jax.sharding.PartitionSpec("batch"), placed.sharding
+    assert len(placed.sharding.device_set) == jax.device_count(), placed.sharding
+    np.testing.assert_array_equal(np.asarray(noise(placed_keys, placed, 0.1)),
+                                  np.asarray(noise(keys[:n], images[:n], 0.1)))
+    if jax.device_count() > 1:
+        assert place_batch(images) is images  # 5 images: shard_batch pads them itself
     from jaxrobust import attribution, data, models
     task = data.corruption_task(images[:, :20, :20], key=jax.random.key(2),
                                 corruptions=("scale_up", "gaussian_noise"))

