@@ -191,6 +191,89 @@ def load(path: str | None = None, overrides: list[str] = ()) -> Config:
     return _build(Config, raw, "")
 
 
+def validate(config: Config) -> Config:
+    """Checks every name in `config` before any data is generated or a model trained.
+
+    Corruption names (aliases allowed), model names, the data source's kind, the
+    optimizer, the sweep's protocol and target, and the counts that must be positive.
+
+    Raises:
+        ValueError: one line naming the key, the bad value and the accepted ones.
+    """
+    from jaxrobust import corruptions, models
+
+    for i, name in enumerate(config.task.corruptions):
+        try:
+            corruptions.get(name)
+        except ValueError as e:
+            raise ValueError(f"config: task.corruptions.{i}: {e}") from None
+    if not config.task.corruptions:
+        raise ValueError("config: task.corruptions is empty; name at least one corruption "
+                         "(`jaxrobust corruptions` lists them).")
+    if not config.models:
+        raise ValueError("config: models is empty; configure at least one model.")
+    for i, m in enumerate(config.models):
+        if m.name not in models.names():
+            raise ValueError(f"config: models.{i}.name {m.name!r} is not a model; use one of "
+                             f"{', '.join(models.names())}.")
+    source = config.data.source
+    if source not in ("phantom", "digits") and not source.startswith(("folder:", "tfds:")):
+        raise ValueError(f"config: data.source {source!r} is not a data source; use phantom, "
+                         "digits, folder:PATH or tfds:NAME.")
+    if config.train.optimizer not in ("adam", "sgd"):
+        raise ValueError(f"config: train.optimizer {config.train.optimizer!r}; use adam or sgd.")
+    if config.sweep.protocol != "seed":
+        raise ValueError(f"config: sweep.protocol {config.sweep.protocol!r}; the one protocol "
+                         "is seed (the study's schedule, scaled to the image size).")
+    if config.sweep.target not in ("corruption_type", "labels"):
+        raise ValueError(f"config: sweep.target {config.sweep.target!r}; use corruption_type "
+                         "or labels.")
+    for key, value in (("data.image_size", config.data.image_size),
+                       ("data.n_images", config.data.n_images),
+                       ("train.epochs", config.train.epochs),
+                       ("train.batch_size", config.train.batch_size)):
+        if value < 1:
+            raise ValueError(f"config: {key} must be at least 1, got {value}.")
+    if config.data.channels not in (1, 3):
+        raise ValueError(f"config: data.channels must be 1 or 3, got {config.data.channels}.")
+    return config
+
+
+def shipped() -> dict[str, str]:
+    """The configs that ship inside the package: name -> path of its YAML file.
+
+    They live in `jaxrobust/configs/` (package data, so they are there after a wheel or
+    `pip install .` as well as in a source checkout); copy one to start your own.
+    """
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+    if not os.path.isdir(root):
+        return {}
+    return {f[:-5]: os.path.join(root, f) for f in sorted(os.listdir(root))
+            if f.endswith(".yaml")}
+
+
+def resolve(name_or_path: str) -> str:
+    """The YAML file for a shipped config's name (`demo`) or a path (`my.yaml`).
+
+    A name is looked up among `shipped()` configs, so it works from any folder; an
+    existing file, or anything that looks like a path, is taken as a path.
+
+    Raises:
+        ValueError: neither a file nor a shipped config's name.
+    """
+    if os.path.isfile(name_or_path):
+        return name_or_path
+    looks_like_path = os.sep in name_or_path or name_or_path.endswith((".yaml", ".yml"))
+    found = shipped()
+    if not looks_like_path and name_or_path in found:
+        return found[name_or_path]
+    if looks_like_path:
+        raise ValueError(f"config file {name_or_path} does not exist; pass the path of a YAML "
+                         f"file or a shipped config's name ({', '.join(found)}).")
+    raise ValueError(f"no config {name_or_path!r}: pass the path of a YAML file or a shipped "
+                     f"config's name ({', '.join(found)}; `jaxrobust configs` lists them).")
+
+
 def to_dict(config: Config) -> dict:
     """The config as plain data (for YAML/JSON next to the results)."""
     return dataclasses.asdict(config)
