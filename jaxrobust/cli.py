@@ -18,39 +18,34 @@ DEFAULT_CONFIG = "demo"
 def _config(args):
     from jaxrobust import config
 
-    path = args.config
     overrides = list(args.set or [])
     if getattr(args, "devices", None) is not None:
         overrides.append(f"sweep.devices={args.devices}")
     if getattr(args, "corruptions", None):
         overrides.append(f"task.corruptions=[{','.join(args.corruptions)}]")
-    if path is None or (not os.path.exists(path) and os.sep not in path
-                        and not path.endswith((".yaml", ".yml"))):
-        path = _shipped_config(path or DEFAULT_CONFIG)
-    return config.load(path, overrides)
+    if getattr(args, "seed", None) is not None:
+        overrides.append(f"seed={args.seed}")
+    cfg = config.load(config.resolve(args.config or DEFAULT_CONFIG), overrides)
+    config.validate(cfg)  # names checked before any data is generated or trained
+    return cfg
 
 
-def _shipped_config(name: str) -> str:
-    """A config that ships with the project (configs/NAME.yaml), found from the package."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    for root in (os.path.join(here, "configs"), os.path.join(os.path.dirname(here), "configs")):
-        path = os.path.join(root, f"{name}.yaml")
-        if os.path.isfile(path):
-            return path
-    raise ValueError(f"no config {name!r}: pass the path of a YAML file.")
+def _log(args):
+    """Where the library's log lines go: stdout, or nowhere with --quiet."""
+    return (lambda message: None) if args.quiet else print
 
 
 def _cmd_run(args) -> None:
     from jaxrobust import pipeline
 
     cfg = _config(args)
-    pipeline.run(cfg, args.out or _default_out())
+    pipeline.run(cfg, args.out or _default_out(), log=_log(args))
 
 
 def _cmd_demo(args) -> None:
     from jaxrobust.pipeline import run_kernel_demo
 
-    run_kernel_demo(args.out or _default_out(), seed=args.seed)
+    run_kernel_demo(args.out or _default_out(), seed=args.seed, log=_log(args))
 
 
 def _cmd_train(args) -> None:
@@ -58,9 +53,10 @@ def _cmd_train(args) -> None:
 
     cfg = _config(args)
     out = args.out or _default_out()
-    _, _, task_train, task_test = pipeline.prepare(cfg)
-    pipeline.train_models(cfg, out, task_train=task_train, task_test=task_test)
-    print(f"models in {os.path.join(os.path.abspath(out), 'models')}")
+    log = _log(args)
+    _, _, task_train, task_test = pipeline.prepare(cfg, log=log)
+    pipeline.train_models(cfg, out, task_train=task_train, task_test=task_test, log=log)
+    log(f"models in {os.path.join(os.path.abspath(out), 'models')}")
 
 
 def _cmd_sweep(args) -> None:
@@ -80,7 +76,8 @@ def _cmd_sweep(args) -> None:
         name = os.path.basename(os.path.normpath(path))
         classifiers[name] = (apply_fn, params)
         class_names[name] = meta["class_names"]
-    ds, test_idx, _, _ = pipeline.prepare(cfg)
+    log = _log(args)
+    ds, test_idx, _, _ = pipeline.prepare(cfg, log=log)
     shape = list(ds.images.shape[1:])
     for path in args.checkpoint:
         with open(os.path.join(path, train.METADATA)) as f:
@@ -94,8 +91,8 @@ def _cmd_sweep(args) -> None:
                          key=jax.random.fold_in(jax.random.key(cfg.seed), 3),
                          class_names=class_names, batch_size=cfg.sweep.batch_size,
                          target=cfg.sweep.target, ssim_threshold=cfg.sweep.ssim_threshold,
-                         out_dir=out, devices=cfg.sweep.devices)
-    print(f"wrote {len(table)} rows to {os.path.join(os.path.abspath(out), 'results.csv')}")
+                         out_dir=out, devices=cfg.sweep.devices, log=log)
+    log(f"wrote {len(table)} rows to {os.path.join(os.path.abspath(out), 'results.csv')}")
 
 
 def _cmd_counterfactual(args) -> None:
@@ -103,7 +100,7 @@ def _cmd_counterfactual(args) -> None:
 
     if args.config is None:
         args.config = "digits_ig"
-    pipeline.run_counterfactual(_config(args), args.out or _default_out())
+    pipeline.run_counterfactual(_config(args), args.out or _default_out(), log=_log(args))
 
 
 def _cmd_corruptions(args) -> None:
@@ -115,7 +112,7 @@ def _cmd_corruptions(args) -> None:
         out = corruption_gallery(args.gallery, args.out or "gallery.png",
                                  names=args.corruptions, severities=args.severities,
                                  size=args.size, seed=args.seed)
-        print(f"wrote {out}")
+        _log(args)(f"wrote {out}")
         return
     for name in corruptions.names():
         c = corruptions.get(name)
@@ -136,7 +133,25 @@ def _cmd_bench(args) -> None:
 
     suite = {"kernels": kernels, "sweep": sweep, "attribution": attribution,
              "scale": scale}[args.suite]
-    suite.main((["--out", args.out] if args.out else []) + args.options)
+    # A benchmark times the set-up a library user gets; `--cpu-cores` (its own option)
+    # times the tuned one.
+    suite.main((["--out", args.out] if args.out else []) + list(args.options))
+
+
+def _cmd_configs(args) -> None:
+    from jaxrobust import config
+
+    found = config.shipped()
+    if args.name:
+        with open(config.resolve(args.name)) as f:
+            print(f.read(), end="")
+        return
+    width = max(map(len, found))
+    for name, path in found.items():
+        with open(path) as f:
+            first = f.readline().lstrip("# ").strip()
+        print(f"{name:{width}s}  {path}")
+        print(f"{'':{width}s}  {first}")
 
 
 def _cmd_attribute(args) -> None:
@@ -144,13 +159,13 @@ def _cmd_attribute(args) -> None:
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxrobust import attribution, pipeline, report, train
+    from jaxrobust import _progress, attribution, pipeline, report, train
 
     if not args.checkpoint:
         raise ValueError("attribute needs --checkpoint MODEL_DIR, e.g. runs/demo/models/vgg16.")
     cfg = _config(args)
     apply_fn, params, meta = train.restore(args.checkpoint)
-    _, _, _, task = pipeline.prepare(cfg, log=lambda s: None)
+    _, _, _, task = pipeline.prepare(cfg, log=lambda s: None, progress=False)
     if list(task.images.shape[1:]) != meta["input_shape"]:
         raise ValueError(f"checkpoint takes images of shape {meta['input_shape']}, the config's "
                          f"are {list(task.images.shape[1:])}; set data.image_size to match.")
@@ -159,14 +174,21 @@ def _cmd_attribute(args) -> None:
     idx = np.linspace(0, len(task.images) - 1, min(args.n, len(task.images))).astype(int)
     images, labels = task.images[idx], task.labels[idx]
     targets = np.asarray(jnp.argmax(apply_fn(params, jnp.asarray(images)), -1))
-    if args.method == "ig":
-        maps = attribution.integrated_gradients(apply_fn, params, images, targets,
-                                                steps=args.steps)
-    elif args.method == "smoothgrad":
-        maps = attribution.smoothgrad(jax.random.key(cfg.seed), apply_fn, params, images,
-                                      targets, absolute=True)
-    else:
-        maps = attribution.saliency(apply_fn, params, images, targets)
+    methods = {
+        "ig": lambda x, t: attribution.integrated_gradients(apply_fn, params, x, t,
+                                                           steps=args.steps),
+        "smoothgrad": lambda x, t: attribution.smoothgrad(jax.random.key(cfg.seed), apply_fn,
+                                                         params, x, t, absolute=True),
+        "saliency": lambda x, t: attribution.saliency(apply_fn, params, x, t)}
+    group = 8  # images per call: one program for every group, a bar over the groups
+    maps = []
+    with _progress.bar(total=len(images), desc=f"attribute ({args.method})",
+                       unit="image") as bar:
+        for start in range(0, len(images), group):
+            part = slice(start, start + group)
+            maps.append(np.asarray(methods[args.method](images[part], targets[part])))
+            bar.update(len(images[part]))
+    maps = np.concatenate(maps)
     out = os.path.abspath(args.out or _default_out())
     os.makedirs(out, exist_ok=True)
     names = meta["class_names"]
@@ -178,65 +200,100 @@ def _cmd_attribute(args) -> None:
     os.replace(tmp, os.path.join(out, "attributions.npz"))
     report.plot_attribution_panels(images, maps, titles, os.path.join(out, "attributions.png"),
                                    suptitle=f"{meta['model']}: {args.method}")
-    print(f"wrote {len(idx)} attributions to {out}/attributions.npz and attributions.png")
+    _log(args)(f"wrote {len(idx)} attributions to {out}/attributions.npz and attributions.png")
+
+
+def _version() -> str:
+    from jaxrobust import __version__
+
+    return __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Options every command takes, before or after the command's name. In the
+    # sub-commands their default is SUPPRESS, so that `jaxrobust -q run` keeps -q.
+    def process_options(p, default):
+        p.add_argument("-q", "--quiet", action="store_true", default=default,
+                       help="print nothing but errors (no log lines, no progress bars)")
+        p.add_argument("--one-device", action="store_true", default=default,
+                       help="run on JAX's single default CPU device instead of one CPU "
+                       "device per core (the default: every core works; results are the "
+                       "same either way)")
+
     parser = argparse.ArgumentParser(
         prog="jaxrobust",
         description="Image-corruption robustness sweeps and attribution studies in JAX.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+        epilog="Shipped configs: `jaxrobust configs`. Help on a command: "
+               "`jaxrobust COMMAND -h`.")
+    parser.add_argument("--version", action="version", version=f"jaxrobust {_version()}")
+    process_options(parser, False)
+    common = argparse.ArgumentParser(add_help=False)
+    process_options(common, argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def with_config(p, *, required=False):
-        p.add_argument("config", nargs=None if required else "?",
-                       help="YAML config (default: configs/demo.yaml, phantom data)")
+    def command(name, **kwargs):
+        return sub.add_parser(name, parents=[common], **kwargs)
+
+    def with_config(p, *, default=DEFAULT_CONFIG, seeded=True):
+        p.add_argument("config", nargs="?",
+                       help=f"a YAML config file, or a shipped config's name (default: "
+                       f"{default}; `jaxrobust configs` lists them)")
         p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                       help="override a config value, e.g. --set train.epochs=3")
+                       help="override a config value, e.g. --set train.epochs=3 "
+                       "(repeatable)")
         p.add_argument("--out", help="output folder (default: runs/<timestamp>)")
+        if seeded:
+            p.add_argument("--seed", type=int,
+                           help="PRNG seed of data, splits, training and corruptions "
+                           "(default: the config's `seed`)")
         return p
 
-    run = with_config(sub.add_parser(
+    def devices_option(p):
+        p.add_argument("--devices", type=int, help="sweep on this many local devices "
+                       "(default: all)")
+
+    run = with_config(command(
         "run", help="the main job: train, sweep under the study's protocol, report"))
-    run.add_argument("--devices", type=int, help="sweep on this many local devices "
-                     "(default: all)")
+    devices_option(run)
     run.add_argument("--corruptions", nargs="+", metavar="NAME",
                      help="corruptions to train on and sweep (any registered name; "
                      "default: the config's task.corruptions)")
     run.set_defaults(fn=_cmd_run)
 
-    trn = with_config(sub.add_parser("train", help="train the configured models"))
+    trn = with_config(command("train", help="train the configured models"))
     trn.set_defaults(fn=_cmd_train)
 
-    swp = with_config(sub.add_parser("sweep", help="sweep trained checkpoints"))
+    swp = with_config(command("sweep", help="sweep trained checkpoints"))
     swp.add_argument("--checkpoint", action="append", metavar="MODEL_DIR",
                      help="a trained model folder (repeat for several)")
-    swp.add_argument("--devices", type=int, help="sweep on this many local devices "
-                     "(default: all)")
+    devices_option(swp)
     swp.add_argument("--corruptions", nargs="+", metavar="NAME",
-                     help="corruptions to train on and sweep (any registered name; "
-                     "default: the config's task.corruptions)")
+                     help="corruptions to sweep (any registered name the checkpoints "
+                     "were trained on; default: the config's task.corruptions)")
     swp.set_defaults(fn=_cmd_sweep)
 
-    att = with_config(sub.add_parser("attribute", help="attributions from a checkpoint"))
+    att = with_config(command("attribute", help="attributions from a checkpoint"))
     att.add_argument("--checkpoint", metavar="MODEL_DIR", help="a trained model folder")
-    att.add_argument("--method", choices=["saliency", "ig", "smoothgrad"], default="ig")
+    att.add_argument("--method", choices=["saliency", "ig", "smoothgrad"], default="ig",
+                     help="ig: Integrated Gradients (black baseline, Gauss-Legendre); "
+                     "saliency: |gradient| of the predicted logit; smoothgrad: the same "
+                     "averaged over 50 noisy copies (seeded by --seed) (default: ig)")
     att.add_argument("--steps", type=int, default=50, help="IG path steps (default 50)")
     att.add_argument("--n", type=int, default=8, help="test images to explain (default 8)")
     att.set_defaults(fn=_cmd_attribute)
 
-    cf = with_config(sub.add_parser(
+    cf = with_config(command(
         "counterfactual", help="edit misclassified images until the model is right "
-        "(default config: digits_ig)"))
+        "(default config: digits_ig)"), default="digits_ig")
     cf.set_defaults(fn=_cmd_counterfactual)
 
-    demo = sub.add_parser("kernels-demo", help="the kernel protocol on a bundled photo")
+    demo = command("kernels-demo", help="the kernel protocol on a bundled photo")
     demo.add_argument("--out", help="output folder (default: runs/<timestamp>)")
     demo.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
     demo.set_defaults(fn=_cmd_demo)
 
-    lst = sub.add_parser("corruptions", help="list the corruptions and their levels, or "
-                         "draw a gallery (--gallery IMAGE)")
+    lst = command("corruptions", help="list the corruptions and their levels, or "
+                  "draw a gallery (--gallery IMAGE)")
     lst.add_argument("--gallery", metavar="IMAGE",
                      help="write a PNG grid of IMAGE (a file, or 'sample') under every "
                      "corruption at every severity")
@@ -249,14 +306,43 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0)")
     lst.set_defaults(fn=_cmd_corruptions)
 
-    bench = sub.add_parser("bench", help="speed against the reference libraries")
-    bench.add_argument("suite", choices=["kernels", "sweep", "attribution", "scale"])
+    cfgs = command("configs", help="list the shipped configs and their paths, or print one")
+    cfgs.add_argument("name", nargs="?", help="print this config's YAML (copy it to start "
+                      "your own)")
+    cfgs.set_defaults(fn=_cmd_configs)
+
+    bench = command("bench", help="speed against the reference libraries",
+                    description="Runs one benchmark; everything after the benchmark's "
+                    "name goes to it (`jaxrobust bench kernels -h` lists its options).")
+    bench.add_argument("suite", choices=["kernels", "sweep", "attribution", "scale"],
+                       help="kernels: each kernel and the ImageNet-C suite against its "
+                       "reference; sweep: the study's loop against sweep.run; attribution: "
+                       "IG against Captum; scale: a 10,000-image resumable sweep")
     bench.add_argument("--out", help="results JSON path (default benchmarks/results/...)")
     bench.add_argument("options", nargs=argparse.REMAINDER,
                        help="the benchmark's own options, e.g. `jaxrobust bench kernels "
                             "--images 16 --radii 19` (list them: `jaxrobust bench kernels -h`)")
     bench.set_defaults(fn=_cmd_bench)
     return parser
+
+
+def _quiet_libraries() -> None:
+    """Silences library chatter that is not the user's business: absl's checkpoint
+    waits, XLA's C++ log lines (the "Very slow compile?" banner) and JAX's warnings
+    about its own internals. Errors still raise."""
+    import logging
+    import warnings
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    except ImportError:
+        pass
+    for name in ("absl", "orbax", "jax._src.xla_bridge", "jax._src.compiler"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"orbax\..*")
 
 
 def _os_message(e: OSError) -> str:
@@ -276,6 +362,22 @@ def _os_message(e: OSError) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    if not args.one_device and args.command != "bench":
+        from jaxrobust.sharding import use_cpu_cores
+
+        use_cpu_cores()  # before JAX starts; no effect on a GPU/TPU or once it has
+    from jaxrobust import _progress
+
+    before = _progress.enabled()
+    _progress.set_default(not args.quiet)
+    try:
+        return _dispatch(args)
+    finally:
+        _progress.set_default(before)
+
+
+def _dispatch(args) -> int:
     out = getattr(args, "out", None)
     existed = out is None or os.path.exists(out)
     try:

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrobust import corruptions
+from jaxrobust import _progress, corruptions
 from jaxrobust.metrics import psnr, ssim
 
 
@@ -130,7 +130,7 @@ def gallery_image(source: str, size: int = 224) -> np.ndarray:
 
 def corruption_gallery(source: str, out_png: str, *, names=None,
                        severities=(1, 2, 3, 4, 5), size: int = 224, seed: int = 0,
-                       log: Callable[[str], None] = print) -> str:
+                       progress: bool | None = None) -> str:
     """Writes a PNG grid of `source` under every corruption (rows) at every severity
     (columns), each corruption one compiled call vmapped over the severities.
 
@@ -141,6 +141,7 @@ def corruption_gallery(source: str, out_png: str, *, names=None,
         severities: ImageNet-C severities, may be fractional, in [0, 5].
         size: side of the square the image is resized and cropped to.
         seed: PRNG seed of the random corruptions.
+        progress: a bar over the corruptions (True / False / None: process default).
 
     Returns:
         `out_png`.
@@ -156,10 +157,11 @@ def corruption_gallery(source: str, out_png: str, *, names=None,
     image = gallery_image(source, size)
     keys = jax.random.split(jax.random.key(seed), len(names))
     panels = []
-    for i, name in enumerate(names):
+    bar = _progress.bar(names, desc="gallery", unit="corruption", progress=progress)
+    for i, name in enumerate(bar):
+        bar.set_postfix_str(name)
         fn = jax.jit(jax.vmap(corruptions.get(name).apply, in_axes=(None, None, 0)))
         panels.append(np.asarray(fn(keys[i], jnp.asarray(image), jnp.asarray(levels[name]))))
-        log(f"[{i + 1}/{len(names)}] {name}")
     os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
     tmp = f"{out_png}.tmp.png"
     try:
@@ -264,7 +266,7 @@ def _publish(out_dir: str):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def prepare(config, *, log: Callable[[str], None] = print):
+def prepare(config, *, log: Callable[[str], None] = print, progress: bool | None = None):
     """Loads the data, splits it and builds the train/test corruption tasks.
 
     Returns:
@@ -275,16 +277,18 @@ def prepare(config, *, log: Callable[[str], None] = print):
     ds, train_idx, test_idx = load_split(config, log=log)
     key = jax.random.key(config.seed)
     task_train = data.corruption_task(ds.images[train_idx], key=jax.random.fold_in(key, 1),
-                                      corruptions=tuple(config.task.corruptions))
+                                      corruptions=tuple(config.task.corruptions),
+                                      progress=progress)
     task_test = data.corruption_task(ds.images[test_idx], key=jax.random.fold_in(key, 2),
-                                     corruptions=tuple(config.task.corruptions))
+                                     corruptions=tuple(config.task.corruptions),
+                                     progress=progress)
     log(f"task: {len(task_train.images)} training and {len(task_test.images)} test images, "
         f"classes {list(task_train.class_names)}")
     return ds, test_idx, task_train, task_test
 
 
 def train_models(config, out_dir: str, *, task_train, task_test,
-                 log: Callable[[str], None] = print) -> dict:
+                 log: Callable[[str], None] = print, progress: bool | None = None) -> dict:
     """Trains (or resumes) every configured model in `out_dir/models/<name>`.
 
     Returns:
@@ -301,7 +305,7 @@ def train_models(config, out_dir: str, *, task_train, task_test,
             train_labels=task_train.labels, test_images=task_test.images,
             test_labels=task_test.labels, class_names=task_train.class_names,
             model_dir=os.path.join(out_dir, "models", name), seed=config.seed,
-            config=config_lib.to_dict(config), log=log)
+            config=config_lib.to_dict(config), log=log, progress=progress)
     return results
 
 
@@ -329,7 +333,7 @@ def summarize(table, per_image, *, seed: int = 0) -> tuple[dict, dict]:
 
 
 def drift_table(classifiers: dict, class_names: dict, images, table, *, key,
-                n_images: int = 8, n_levels: int = 8):
+                n_images: int = 8, n_levels: int = 8, progress: bool | None = None):
     """Attribution drift of every model under every swept corruption, as a table.
 
     For `n_images` clean test images and `n_levels` of each corruption's swept levels
@@ -343,9 +347,12 @@ def drift_table(classifiers: dict, class_names: dict, images, table, *, key,
 
     images = jnp.asarray(images[:n_images])
     rows = []
+    bar = _progress.bar(total=len(table.groupby(["model", "corruption"])),
+                        desc="attribution drift", unit="curve", progress=progress)
     for model, (apply_fn, params) in classifiers.items():
         for c, (name, sel) in enumerate(table[table["model"] == model].groupby(
                 "corruption", sort=False)):
+            bar.set_postfix_str(f"{model} {name}", refresh=False)
             levels = sel["level"].to_numpy()
             levels = levels[np.unique(np.linspace(0, len(levels) - 1, n_levels).round()
                                       .astype(int))]
@@ -358,6 +365,8 @@ def drift_table(classifiers: dict, class_names: dict, images, table, *, key,
                                    np.asarray(out["rank_correlation"]).mean(1), strict=True):
                 rows.append({"model": model, "corruption": name, "level": float(level),
                              "ssim": float(s), "rank_correlation": float(r)})
+            bar.update()
+    bar.close()
     return pd.DataFrame(rows)
 
 
@@ -388,7 +397,8 @@ def saliency_figures(trained: dict, task, out_dir: str, *, per_class: int = 2) -
     return figures
 
 
-def run(config, out_dir: str, *, log: Callable[[str], None] = print) -> dict:
+def run(config, out_dir: str, *, log: Callable[[str], None] = print,
+        progress: bool | None = None) -> dict:
     """The main job: train every model, sweep it under the study's protocol, report.
 
     Writes into `out_dir`: `models/<name>/` (checkpoints; a rerun resumes),
@@ -409,8 +419,9 @@ def run(config, out_dir: str, *, log: Callable[[str], None] = print) -> dict:
 
     out_dir = _output_folder(out_dir)
     start = time.perf_counter()
-    ds, test_idx, task_train, task_test = prepare(config, log=log)
-    trained = train_models(config, out_dir, task_train=task_train, task_test=task_test, log=log)
+    ds, test_idx, task_train, task_test = prepare(config, log=log, progress=progress)
+    trained = train_models(config, out_dir, task_train=task_train, task_test=task_test, log=log,
+                           progress=progress)
     classifiers = {n: (r.apply_fn, r.params) for n, r in trained.items()}
     class_names = {n: list(r.metadata["class_names"]) for n, r in trained.items()}
     log(f"sweep: {len(test_idx)} clean test images, protocol '{config.sweep.protocol}'")
@@ -420,11 +431,13 @@ def run(config, out_dir: str, *, log: Callable[[str], None] = print) -> dict:
             jax.random.key(config.seed), 3),
         class_names=class_names, batch_size=config.sweep.batch_size,
         target=config.sweep.target, ssim_threshold=config.sweep.ssim_threshold,
-        cells_dir=os.path.join(out_dir, "sweep_cells"), devices=config.sweep.devices, log=log)
+        cells_dir=os.path.join(out_dir, "sweep_cells"), devices=config.sweep.devices, log=log,
+        progress=progress)
     summary, intervals = summarize(table, per_image, seed=config.seed)
     log("attribution drift: saliency maps of corrupted vs clean test images")
     drift = drift_table(classifiers, class_names, ds.images[test_idx], table,
-                        key=jax.random.fold_in(jax.random.key(config.seed), 5))
+                        key=jax.random.fold_in(jax.random.key(config.seed), 5),
+                        progress=progress)
     summary["_run"] = {"seconds": time.perf_counter() - start, "devices": str(jax.devices()),
                        "test_accuracy": {n: r.history[-1]["test_accuracy"]
                                          for n, r in trained.items() if r.history}}
@@ -478,7 +491,7 @@ EDIT_METHODS = ("ig_difference", "ig_search", "ig_difference_search", "saliency_
 
 
 def run_edits(apply_fn, params, images, labels, cfg, *, key,
-              log: Callable[[str], None] = print) -> dict:
+              log: Callable[[str], None] = print, progress: bool | None = None) -> dict:
     """Every edit method of `jaxrobust.counterfactual` on `images (N, H, W, C)`.
 
     Args:
@@ -503,7 +516,10 @@ def run_edits(apply_fn, params, images, labels, cfg, *, key,
             key, apply_fn, params, images, labels, max_flips=cfg.max_flips, trials=cfg.trials),
     }
     edits = {}
-    for name in EDIT_METHODS:
+    bar = _progress.bar(EDIT_METHODS, desc="counterfactual edits", unit="method",
+                        progress=progress)
+    for name in bar:
+        bar.set_postfix_str(name)
         start = time.perf_counter()
         edits[name] = jax.device_get(calls[name]())
         log(f"  {name:21s} {np.mean(edits[name].success):6.1%} fixed "
@@ -530,7 +546,8 @@ def edit_table(edits: dict, indices, labels, predicted, class_names):
     return pd.DataFrame(rows)
 
 
-def run_counterfactual(config, out_dir: str, *, log: Callable[[str], None] = print) -> dict:
+def run_counterfactual(config, out_dir: str, *, log: Callable[[str], None] = print,
+                       progress: bool | None = None) -> dict:
     """The attribution study: train (or restore) a classifier, edit its mistakes.
 
     Trains `config.models[0]` on the data's own labels (the digits for
@@ -569,7 +586,7 @@ def run_counterfactual(config, out_dir: str, *, log: Callable[[str], None] = pri
                           train_labels=ds.labels[train_idx], test_images=ds.images[test_idx],
                           test_labels=ds.labels[test_idx], class_names=ds.class_names,
                           model_dir=os.path.join(out_dir, "models", name), seed=config.seed,
-                          config=config_lib.to_dict(config), log=log)
+                          config=config_lib.to_dict(config), log=log, progress=progress)
     apply_fn, params = trained.apply_fn, trained.params
     images, labels = ds.images[test_idx], ds.labels[test_idx]
     predicted = np.concatenate([np.asarray(jnp.argmax(jax.jit(apply_fn)(params, jnp.asarray(
@@ -586,7 +603,8 @@ def run_counterfactual(config, out_dir: str, *, log: Callable[[str], None] = pri
     edits, table = {}, pd.DataFrame()
     if len(wrong):
         edits = run_edits(apply_fn, params, images[wrong], labels[wrong], cfg,
-                          key=jax.random.fold_in(jax.random.key(config.seed), 4), log=log)
+                          key=jax.random.fold_in(jax.random.key(config.seed), 4), log=log,
+                          progress=progress)
         table = edit_table(edits, test_idx[wrong], labels[wrong], predicted[wrong], names)
         for method, rows in table.groupby("method", sort=False):
             ok = rows[rows["success"]]

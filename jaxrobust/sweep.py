@@ -31,11 +31,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxrobust import _progress
 from jaxrobust import corruptions as registry
 from jaxrobust.metrics import ssim_compare, ssim_reference
 from jaxrobust.sharding import local_mesh, shard_batch
 
 TARGETS = ("corruption_type", "labels")
+_COMPILED: set = set()  # (program, shapes) already run in this process
 
 
 def _check(classifiers, images, labels, corruptions, levels, target):
@@ -233,7 +235,8 @@ def run(classifiers: Mapping[str, tuple[Callable, object]], images, labels=None,
         class_names: Mapping[str, list[str]] | None = None, batch_size: int | None = None,
         target: str = "corruption_type", ssim_threshold: float | None = None,
         out_dir: str | None = None, cells_dir: str | None = None,
-        devices: int | None = None, log: Callable[[str], None] = print):
+        devices: int | None = None, log: Callable[[str], None] = print,
+        progress: bool | None = None):
     """Sweeps every classifier over every (corruption, level).
 
     Args:
@@ -260,6 +263,10 @@ def run(classifiers: Mapping[str, tuple[Callable, object]], images, labels=None,
         cells_dir: folder for finished (corruption, chunk) cells: a rerun on the same
             folder resumes, and refuses if anything the results depend on changed.
         devices: split chunks over the first `devices` local devices (default all).
+        log: where one line per corruption goes (chunk size, resumed chunks, time).
+        progress: a bar per corruption (image-levels done, rate, ETA, resumed
+            chunks): True / False, or None for the process default (off in library
+            calls, on in the command line; see `jaxrobust._progress`).
 
     Returns:
         `(table, per_image)`: a pandas DataFrame with one row per (model, corruption,
@@ -318,11 +325,18 @@ def run(classifiers: Mapping[str, tuple[Callable, object]], images, labels=None,
         # so each image meets the same computation whatever the device count.
         step = size * ndev
         scores, probs, resumed = [], [], 0
+        bar = _progress.bar(total=n * len(lv), desc=f"sweep {name}", unit="img-lvl",
+                            unit_scale=True, progress=progress)
         for s in range(0, n, step):
             groups = [(g, min(n, g + size)) for g in range(s, min(n, s + step), size)]
             cells = [None if store is None else store.load(name, g, e - g) for g, e in groups]
             if any(c is None for c in cells):
                 idx = np.minimum(np.arange(s, s + step, dtype=np.int32), n - 1)
+                signature = (program, idx.shape, images.shape[1:], lv.shape)
+                if signature not in _COMPILED:
+                    _progress.write(f"  compiling the {name} sweep program (once per "
+                                    "process and chunk shape) ...", progress=progress)
+                    _COMPILED.add(signature)
                 sc, pr = program((params, base), idx, images[idx], lv)
                 sc, pr = np.asarray(sc), [np.asarray(p) for p in pr]
                 for j, ((g, e), c) in enumerate(zip(groups, cells, strict=True)):
@@ -335,8 +349,12 @@ def run(classifiers: Mapping[str, tuple[Callable, object]], images, labels=None,
                 resumed += len(cells)
             scores += [c[0] for c in cells]
             probs += [c[1] for c in cells]
-            log(f"  sweep {name}: {min(n, s + step)}/{n} images x {len(lv)} levels"
-                + (f" ({resumed} chunks resumed)" if resumed else ""))
+            if resumed:
+                bar.set_postfix(resumed=f"{resumed} chunks", refresh=False)
+            bar.update((min(n, s + step) - s) * len(lv))
+        bar.close()
+        if resumed:
+            log(f"  sweep {name}: {resumed} chunks resumed")
         score = np.concatenate(scores).T  # (L, N)
         per_image[f"{name}/ssim"] = score
         for mi, m in enumerate(model_names):

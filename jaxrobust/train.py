@@ -20,7 +20,7 @@ import optax
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from jaxrobust import models
+from jaxrobust import _progress, models
 from jaxrobust.config import ModelConfig, TrainConfig
 
 METADATA = "model.json"
@@ -83,11 +83,15 @@ def evaluate(apply_fn, params, images, labels, *, batch_size: int = 128) -> dict
 
 def train(model_cfg: ModelConfig, train_cfg: TrainConfig, *, train_images, train_labels,
           test_images, test_labels, class_names, model_dir: str, seed: int = 0,
-          config: dict | None = None, log: Callable[[str], None] = print) -> TrainResult:
+          config: dict | None = None, log: Callable[[str], None] = print,
+          progress: bool | None = None) -> TrainResult:
     """Trains one classifier on `(N, H, W, C)` images, checkpointing every epoch.
 
     If `model_dir` already holds checkpoints of the same model and config, training
     resumes after the last finished epoch; if it holds another model's, it refuses.
+    `log` gets one line per epoch (losses, accuracies); `progress` (True / False / None
+    for the process default, see `jaxrobust._progress`) shows a bar over each epoch's
+    steps with the running loss.
 
     Returns:
         The trained model (eval mode) with its metadata and per-epoch history.
@@ -158,18 +162,20 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, *, train_images, train
         start = time.perf_counter()
         losses, accs = [], []
         batches = list(_batches(len(train_images), train_cfg.batch_size, rng))
-        for i, idx in enumerate(batches, 1):
-            params, rest, opt_state, loss, acc = step(
-                params, rest, opt_state, jnp.asarray(train_images[idx]),
-                jnp.asarray(train_labels[idx]))
-            losses.append(float(loss))
-            accs.append(float(acc))
-            if not np.isfinite(losses[-1]):
-                raise ValueError(f"{model_cfg.name}: the loss became {losses[-1]} at epoch "
-                                 f"{epoch + 1}; lower train.learning_rate.")
-            if i % max(1, len(batches) // 4) == 0 or i == len(batches):
-                log(f"  {model_cfg.name} epoch {epoch + 1}/{train_cfg.epochs} "
-                    f"step {i}/{len(batches)} loss {np.mean(losses):.3f}")
+        with _progress.bar(total=len(batches), unit="step", progress=progress,
+                           desc=f"train {model_cfg.name} {epoch + 1}/{train_cfg.epochs}",
+                           leave=False) as bar:
+            for idx in batches:
+                params, rest, opt_state, loss, acc = step(
+                    params, rest, opt_state, jnp.asarray(train_images[idx]),
+                    jnp.asarray(train_labels[idx]))
+                losses.append(float(loss))
+                accs.append(float(acc))
+                if not np.isfinite(losses[-1]):
+                    raise ValueError(f"{model_cfg.name}: the loss became {losses[-1]} at "
+                                     f"epoch {epoch + 1}; lower train.learning_rate.")
+                bar.set_postfix(loss=f"{np.mean(losses):.3f}", refresh=False)
+                bar.update()
         eval_fn, eval_params = _eval_pure(params, rest, model)
         scores = evaluate(eval_fn, eval_params, test_images, test_labels)
         history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)),

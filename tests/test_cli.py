@@ -30,8 +30,9 @@ def test_run_trains_sweeps_and_reports(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(np, "savez_compressed", full)
     assert cli.main(["run", *SMALL, "--out", str(out)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "the disk is full" in err[0] and "Traceback" not in err[0]
+    err = capsys.readouterr().err.strip().splitlines()  # progress lines, then the error
+    assert "the disk is full" in err[-1] and err[-1].startswith("jaxrobust: error: ")
+    assert sum("error" in line for line in err) == 1 and "Traceback" not in "\n".join(err)
     assert sorted(p.name for p in out.iterdir()) == ["models", "sweep_cells"]  # no partial report
     monkeypatch.undo()
     assert cli.main(["run", *SMALL, "--out", str(out)]) == 0  # resumes the finished work
@@ -111,3 +112,67 @@ def test_corruptions_gallery(tmp_path, capsys):
     assert cli.main(["corruptions", "--gallery", str(text), "--out",
                      str(tmp_path / "i.png")]) == 2
     assert "unreadable" in capsys.readouterr().err
+
+
+def test_version_configs_and_accurate_help(capsys):
+    import pytest
+
+    import jaxrobust
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"jaxrobust {jaxrobust.__version__}"
+    assert cli.main(["configs"]) == 0
+    listing = capsys.readouterr().out
+    for name in ("demo", "digits_ig", "ultrasound_vgg16", "ultrasound_xception"):
+        assert name in listing
+    assert cli.main(["configs", "demo"]) == 0
+    assert "source: phantom" in capsys.readouterr().out
+    parser = cli.build_parser()
+    sub = parser._subparsers._group_actions[0].choices  # noqa: SLF001 - argparse's own map
+    assert "digits_ig" in sub["counterfactual"].format_help()
+    assert "train on" not in sub["sweep"].format_help()
+    assert "Integrated Gradients" in sub["attribute"].format_help()
+    for name in ("run", "train", "sweep", "attribute", "counterfactual"):
+        assert "--seed" in sub[name].format_help() and "--quiet" in sub[name].format_help()
+    with pytest.raises(SystemExit) as e:  # a benchmark's own options, documented
+        cli.main(["bench", "kernels", "-h"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert "jaxrobust bench kernels" in text and "--suite-images" in text
+    assert "median disk radii" in text and "--cpu-cores" in text
+
+
+def test_seed_and_names_checked_before_any_data(tmp_path, capsys, monkeypatch):
+    from jaxrobust import data
+
+    args = cli.build_parser().parse_args(["run", "--seed", "7", "--set", "train.epochs=2"])
+    cfg = cli._config(args)
+    assert cfg.seed == 7 and cfg.train.epochs == 2
+    assert cli._config(cli.build_parser().parse_args(["counterfactual", "digits_ig"])).seed == 0
+
+    def no_data(*a, **k):
+        raise AssertionError("data loaded before the names were checked")
+
+    monkeypatch.setattr(data, "load", no_data)
+    for argv, words in ((["run", "--corruptions", "fogg"], "unknown corruption 'fogg'"),
+                        (["run", "--set", "models.0.name=resnet"], "'resnet' is not a model"),
+                        (["train", "--set", "data.source=ftp:x"], "not a data source")):
+        assert cli.main([*argv, "--out", str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1, err
+        assert not (tmp_path / "x").exists()
+
+
+def test_quiet_prints_nothing_and_a_pipe_gets_plain_progress_lines(tmp_path, capsys):
+    argv = ["corruptions", "--gallery", "sample", "--corruptions", "fog", "--severities", "1",
+            "--size", "32"]
+    assert cli.main(["-q", *argv, "--out", str(tmp_path / "a.png")]) == 0
+    assert capsys.readouterr() == ("", "")
+    assert cli.main([*argv, "--quiet", "--out", str(tmp_path / "b.png")]) == 0  # after, too
+    assert capsys.readouterr() == ("", "")
+    assert cli.main([*argv, "--out", str(tmp_path / "c.png")]) == 0
+    out, err = capsys.readouterr()
+    assert "wrote" in out
+    assert "gallery" in err and "1/1" in err and "\r" not in err  # stderr is not a terminal

@@ -19,8 +19,9 @@ TINY = ["--set", "data.image_size=12", "--set", "train.epochs=1",
 
 
 def _fails(args, capsys, match):
-    """Runs the CLI; checks exit 2, one `jaxrobust: error:` line holding `match`."""
-    assert cli.main(args) == 2
+    """Runs the CLI with --quiet; checks exit 2 and that stderr is one `jaxrobust: error:`
+    line holding `match` (without --quiet, progress lines come before it)."""
+    assert cli.main(["--quiet", *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert "Traceback" not in "\n".join(err)
     assert len(err) == 1 and err[0].startswith("jaxrobust: error: ") and match in err[0], err

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrobust import _progress
 from jaxrobust import corruptions as registry
 from jaxrobust.sharding import local_mesh, shard_batch
 
@@ -42,9 +43,26 @@ def _corrupt_program(kernel, mesh):
     return shard_batch(jax.vmap(kernel), in_axes=(0, 0, 0), mesh=mesh)
 
 
+CHUNK = 32  # images per corrupting call: every set size shares one compiled program
+
+
+def _in_chunks(program, keys, images, levels):
+    """`program` over `CHUNK` images at a time, the last chunk padded with copies of its
+    first image, so that a training set and a test set of any size reuse one compiled
+    program per corruption (each image's result does not depend on its chunk)."""
+    n = images.shape[0]
+    pad = (-n) % CHUNK
+    if pad:
+        keys, images, levels = (jnp.concatenate([a, jnp.repeat(a[:1], pad, axis=0)])
+                                for a in (keys, images, levels))
+    parts = [program(keys[s:s + CHUNK], images[s:s + CHUNK], levels[s:s + CHUNK])
+             for s in range(0, n + pad, CHUNK)]
+    return jnp.concatenate(parts)[:n]
+
+
 def corruption_task(images, *, key: jax.Array, corruptions: tuple[str, ...] = DEFAULT_CORRUPTIONS,
                     levels: dict[str, tuple[float, float]] | None = None,
-                    devices: int | None = None) -> Task:
+                    devices: int | None = None, progress: bool | None = None) -> Task:
     """Builds the balanced corruption-type data set from clean images, on device.
 
     Every class gets one copy of every image: class `original` the image itself and
@@ -62,6 +80,8 @@ def corruption_task(images, *, key: jax.Array, corruptions: tuple[str, ...] = DE
         levels: optional `{name: (low, high)}` overriding the ranges.
         devices: corrupt on this many local devices (default all); keys and levels
             are drawn per image first, so the result does not depend on it.
+        progress: a bar over the classes (each corruption's program compiles on its
+            first call): True / False, or None for the process default.
 
     Returns:
         A `Task` with `(len(corruptions) + 1) * N` images, labels and levels (0 for
@@ -76,7 +96,9 @@ def corruption_task(images, *, key: jax.Array, corruptions: tuple[str, ...] = DE
     names = [registry.get(n).name for n in corruptions]
     n, size = images.shape[0], images.shape[1]
     out_images, out_labels, out_levels = [], [], []
-    for c, name in enumerate([ORIGINAL, *names]):
+    classes = _progress.bar([ORIGINAL, *names], desc="corruption task", unit="class",
+                            progress=progress, leave=False)
+    for c, name in enumerate(classes):
         k_rot, k_level, k_apply = jax.random.split(jax.random.fold_in(key, c), 3)
         turns = jax.random.randint(k_rot, (n,), 0, 4)
         rotated = jax.vmap(lambda im, t: jax.lax.switch(
@@ -91,7 +113,7 @@ def corruption_task(images, *, key: jax.Array, corruptions: tuple[str, ...] = DE
                 drawn = jnp.round(drawn)
             keys = jax.random.split(k_apply, n)
             program = _corrupt_program(registry.get(name).apply, local_mesh(devices))
-            out_images.append(program(keys, rotated, drawn))
+            out_images.append(_in_chunks(program, keys, rotated, drawn))
             out_levels.append(drawn)
         out_labels.append(jnp.full((n,), c, jnp.int32))
     return Task(np.asarray(jnp.concatenate(out_images)), np.asarray(jnp.concatenate(out_labels)),
