@@ -308,16 +308,19 @@ def plot(payload: dict, path: str) -> str:
 
 
 def main(argv=None) -> dict:
-    parser = bench_parser(__doc__)
-    parser.add_argument("--steps", type=int, nargs="+", default=[16, 64, 256])
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64])
-    parser.add_argument("--no-memory-run", action="store_true")
+    parser = bench_parser(__doc__, "attribution")
+    parser.add_argument("--steps", type=int, nargs="+", default=[16, 64, 256],
+                        help="IG path steps to time")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64],
+                        help="images per IG call to time")
+    parser.add_argument("--no-memory-run", action="store_true",
+                        help="skip the 256-step IG of 64 images at 174x174 (peak memory)")
     parser.add_argument("--no-xla-options", action="store_true",
                         help="skip the conv profile under each XLA CPU option")
-    parser.set_defaults(one_device=True)  # Captum and XLA each use the whole CPU
     args = parse(parser, argv)
     payload = run(tuple(args.steps), tuple(args.batches), memory_run=not args.no_memory_run,
                   xla_runs=not args.no_xla_options)
+    payload["setup"] = args.setup
     out = save(payload, "attribution", args.out)
     plot(payload, out.replace(".json", ".png"))
     print_table(payload["rows"], [

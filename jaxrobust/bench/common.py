@@ -80,23 +80,42 @@ def print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
         print("  ".join(c.rjust(w) if i else c.ljust(w) for c, w in zip(line, widths, strict=True)))
 
 
-def bench_parser(doc: str) -> argparse.ArgumentParser:
-    """An argument parser with the options every benchmark takes: `--out`, `--one-device`."""
-    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
-    parser.add_argument("--out", help="results JSON path (default: benchmarks/results/)")
-    parser.add_argument("--one-device", action="store_true",
-                        help="do not split a CPU into one device per core")
+SETUP_DEFAULT = "default: JAX's own devices, no flags (what a library user gets)"
+SETUP_TUNED = "tuned: one XLA CPU device per core (sharding.use_cpu_cores)"
+
+
+def bench_parser(doc: str, name: str) -> argparse.ArgumentParser:
+    """An argument parser with the options every benchmark takes: `--out`, `--cpu-cores`."""
+    parser = argparse.ArgumentParser(prog=f"jaxrobust bench {name}",
+                                     description=doc.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--out", help="results JSON path (default: "
+                        "benchmarks/results/<device>-<benchmark>.json)")
+    parser.add_argument("--cpu-cores", action="store_true",
+                        help="time the tuned set-up: one XLA device per CPU core "
+                        "(sharding.use_cpu_cores) instead of the default set-up a user gets")
     return parser
 
 
 def parse(parser: argparse.ArgumentParser, argv) -> argparse.Namespace:
-    """Parses `argv` and, unless `--one-device`, makes each CPU core a JAX device."""
+    """Parses `argv`; with `--cpu-cores`, makes each CPU core a JAX device (before JAX
+    starts). `args.setup` names the set-up timed (`SETUP_DEFAULT` or `SETUP_TUNED`)."""
     from jaxrobust.sharding import use_cpu_cores
 
     args = parser.parse_args(argv)
-    if not args.one_device:
-        use_cpu_cores()
+    args.setup = SETUP_DEFAULT
+    if args.cpu_cores:
+        if not use_cpu_cores():
+            parser.error("--cpu-cores must be given before JAX starts (run the benchmark in "
+                         "a fresh process).")
+        args.setup = SETUP_TUNED
     return args
+
+
+def geometric_mean(values) -> float:
+    """The geometric mean of positive ratios (how per-item speed-ups are summarised)."""
+    values = np.asarray([v for v in values if v is not None], np.float64)
+    return float(np.exp(np.mean(np.log(values)))) if values.size else float("nan")
 
 
 def save(payload: dict, name: str, out: str | None = None) -> str:

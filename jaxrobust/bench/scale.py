@@ -66,13 +66,15 @@ def run(n: int = 10_000, size: int = 174, corruption: str = "median_blur",
 
 
 def main(argv=None) -> dict:
-    parser = bench_parser(__doc__)
-    parser.add_argument("--images", type=int, default=10_000)
-    parser.add_argument("--size", type=int, default=174)
-    parser.add_argument("--corruption", default="median_blur")
+    parser = bench_parser(__doc__, "scale")
+    parser.add_argument("--images", type=int, default=10_000, help="images to sweep")
+    parser.add_argument("--size", type=int, default=174, help="image side in pixels")
+    parser.add_argument("--corruption", default="median_blur",
+                        help="the corruption swept over its study schedule")
     parser.add_argument("--work", help="sweep folder (resumable; default runs/scale-N)")
     args = parse(parser, argv)
     payload = run(args.images, args.size, args.corruption, args.work)
+    payload["setup"] = args.setup
     out = save(payload, "scale", args.out)
     print(f"{payload['images']} images x {payload['levels']} levels in "
           f"{payload['seconds']:.0f} s, peak memory {payload['peak_rss_gib']:.2f} GiB; "

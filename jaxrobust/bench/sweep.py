@@ -13,6 +13,7 @@ Run: `python benchmarks/sweep.py` or `jaxrobust bench sweep`.
 
 from __future__ import annotations
 
+import os
 import time
 
 import jax
@@ -60,7 +61,8 @@ def _study_loop(apply_fn, params, images, seed: int = 0):
     return time.perf_counter() - start, accuracy
 
 
-def run(n: int = 64, ref_images: int = 8, size: int = 174, log=print) -> dict:
+def run(n: int = 64, ref_images: int = 8, size: int = 174, *, reference: bool = True,
+        log=print) -> dict:
     images = bench_images(n, size)
     net = models.get("small_cnn", num_classes=4, input_shape=(size, size, 1), width=0.5,
                      hidden=64)
@@ -79,33 +81,74 @@ def run(n: int = 64, ref_images: int = 8, size: int = 174, log=print) -> dict:
     start = time.perf_counter()
     ours()
     steady = time.perf_counter() - start
-    log(f"jaxrobust: {n} images x {pairs} levels in {steady:.2f} s (first call {first:.1f} s)")
-    ref_s, _ = _study_loop(apply_fn, params, images[:ref_images])
-    log(f"study loop: {ref_images} images x {pairs} levels in {ref_s:.2f} s")
-    ours_rate = n * pairs / steady
-    ref_rate = ref_images * pairs / ref_s
-    return {"benchmark": "sweep", "device": device_info(), "images": n,
-            "reference_images": ref_images, "shape": [size, size, 1],
-            "levels_per_image": pairs, "model": "small_cnn width 0.5, hidden 64",
-            "jaxrobust_seconds": steady, "jaxrobust_first_call_seconds": first,
-            "reference_seconds": ref_s,
-            "jaxrobust_image_levels_per_s": ours_rate,
-            "reference_image_levels_per_s": ref_rate, "speedup": ours_rate / ref_rate,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    log(f"jaxrobust: {n} images x {pairs} levels in {steady:.2f} s (first call {first:.1f} s, "
+        f"{jax.device_count()} device(s))")
+    payload = {"benchmark": "sweep", "device": device_info(), "images": n,
+               "reference_images": ref_images, "shape": [size, size, 1],
+               "levels_per_image": pairs, "model": "small_cnn width 0.5, hidden 64",
+               "jaxrobust_seconds": steady, "jaxrobust_first_call_seconds": first,
+               "jaxrobust_image_levels_per_s": n * pairs / steady,
+               "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if reference:
+        ref_s, _ = _study_loop(apply_fn, params, images[:ref_images])
+        log(f"study loop: {ref_images} images x {pairs} levels in {ref_s:.2f} s")
+        payload["reference_seconds"] = ref_s
+        payload["reference_image_levels_per_s"] = ref_images * pairs / ref_s
+        payload["speedup"] = (payload["jaxrobust_image_levels_per_s"]
+                              / payload["reference_image_levels_per_s"])
+    return payload
+
+
+def _tuned(args) -> dict:
+    """jaxrobust's side in the tuned set-up (one device per core), in a fresh process:
+    the device count is fixed when JAX starts."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "tuned.json")
+        subprocess.run([sys.executable, "-m", "jaxrobust.bench.sweep", "--cpu-cores",
+                        "--ours-only", "--images", str(args.images), "--size", str(args.size),
+                        "--out", out], check=True)
+        with open(out) as f:
+            return json.load(f)
 
 
 def main(argv=None) -> dict:
-    parser = bench_parser(__doc__)
-    parser.add_argument("--images", type=int, default=64)
+    parser = bench_parser(__doc__, "sweep")
+    parser.add_argument("--images", type=int, default=64, help="images jaxrobust sweeps")
     parser.add_argument("--ref-images", type=int, default=8,
-                        help="images the study's loop is timed on (default 8)")
-    parser.add_argument("--size", type=int, default=174)
+                        help="images the study's loop is timed on")
+    parser.add_argument("--size", type=int, default=174, help="image side in pixels")
+    parser.add_argument("--ours-only", action="store_true",
+                        help="time jaxrobust alone (no study loop)")
+    parser.add_argument("--no-tuned", action="store_true",
+                        help="do not also time jaxrobust in the tuned set-up (--cpu-cores) "
+                        "in a second process")
     args = parse(parser, argv)
-    payload = run(args.images, args.ref_images, args.size)
-    out = save(payload, "sweep", args.out)
-    print(f"speedup {payload['speedup']:.1f}x "
-          f"({payload['jaxrobust_image_levels_per_s']:.0f} vs "
-          f"{payload['reference_image_levels_per_s']:.0f} image-levels/s); wrote {out}")
+    payload = run(args.images, args.ref_images, args.size, reference=not args.ours_only)
+    payload["setup"] = args.setup
+    if not (args.ours_only or args.cpu_cores or args.no_tuned):
+        tuned = _tuned(args)
+        rate = tuned["jaxrobust_image_levels_per_s"]
+        payload["tuned"] = {
+            "setup": tuned["setup"], "device_count": tuned["device"]["device_count"],
+            "jaxrobust_seconds": tuned["jaxrobust_seconds"],
+            "jaxrobust_image_levels_per_s": rate,
+            "speedup": rate / payload["reference_image_levels_per_s"],
+            "default_over_tuned": payload["jaxrobust_image_levels_per_s"] / rate}
+    out = save(payload, "sweep" + ("-cpu-cores" if args.cpu_cores else ""), args.out)
+    if "speedup" in payload:
+        print(f"{payload['setup']}: speedup {payload['speedup']:.1f}x "
+              f"({payload['jaxrobust_image_levels_per_s']:.0f} vs "
+              f"{payload['reference_image_levels_per_s']:.0f} image-levels/s)")
+    if "tuned" in payload:
+        print(f"{payload['tuned']['setup']}: speedup {payload['tuned']['speedup']:.1f}x "
+              f"({payload['tuned']['jaxrobust_image_levels_per_s']:.0f} image-levels/s); "
+              f"default / tuned = {payload['tuned']['default_over_tuned']:.2f}")
+    print(f"wrote {out}")
     return payload
 
 
