@@ -16,6 +16,7 @@ line does unless `--quiet`.
 from __future__ import annotations
 
 import io
+import os
 import sys
 
 from tqdm import tqdm
@@ -86,8 +87,14 @@ def bar(iterable=None, *, total: int | None = None, desc: str = "", unit: str = 
         return tqdm(iterable, total=total, disable=True)
     stream = sys.stderr
     if stream.isatty():
+        try:  # a pseudo-terminal without a size (script, some CI shells) reports 0 columns
+            sized = os.get_terminal_size(stream.fileno()).columns > 0
+        except (OSError, ValueError, AttributeError):
+            sized = False
+        # (tqdm then hides every bar: it thinks the screen has no rows)
+        width = {"dynamic_ncols": True} if sized else {"ncols": 100, "nrows": 20}
         return tqdm(iterable, total=total, desc=desc, unit=unit, leave=leave, file=stream,
-                    dynamic_ncols=True, **kwargs)
+                    **width, **kwargs)
     return _PlainBar(iterable, total=total, desc=desc, unit=unit, leave=True, file=_Lines(stream),
                 mininterval=PLAIN_INTERVAL_S, maxinterval=PLAIN_INTERVAL_S, ascii=True,
                 ncols=100, **kwargs)

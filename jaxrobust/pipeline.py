@@ -352,7 +352,7 @@ def drift_table(classifiers: dict, class_names: dict, images, table, *, key,
     for model, (apply_fn, params) in classifiers.items():
         for c, (name, sel) in enumerate(table[table["model"] == model].groupby(
                 "corruption", sort=False)):
-            bar.set_postfix_str(f"{model} {name}", refresh=False)
+            bar.set_postfix_str(f"{model} {name}")
             levels = sel["level"].to_numpy()
             levels = levels[np.unique(np.linspace(0, len(levels) - 1, n_levels).round()
                                       .astype(int))]
