@@ -58,9 +58,13 @@ def test_phantom_and_digits():
     np.testing.assert_array_equal(a.images, b.images)
     assert a.images.shape == (6, 32, 32, 1) and a.class_names == data.PHANTOM_CLASSES
     assert 0.0 <= a.images.min() and a.images.max() <= 1.0 and a.images.std() > 0.05
-    pytest.importorskip("sklearn")
-    digits = data.load_digits(image_size=28)
+    digits = data.load_digits(image_size=28)  # shipped: no scikit-learn needed
     assert digits.images.shape == (1797, 28, 28, 1) and set(digits.labels) == set(range(10))
+    sklearn = pytest.importorskip("sklearn.datasets")
+    reference = sklearn.load_digits()  # the shipped file holds scikit-learn's arrays
+    with np.load(data.sources.DIGITS_FILE) as z:
+        np.testing.assert_array_equal(z["images"], reference.images)
+        np.testing.assert_array_equal(z["labels"], reference.target)
 
 
 def test_tfds_source_with_mock_data():

@@ -1,8 +1,8 @@
 """Data: image sources and the corruption-type task.
 
 Sources return float32 `(N, H, W, C)` images in [0, 1] with labels and class
-names: `phantom` (synthetic ultrasound), `digits` (scikit-learn's), `folder:PATH`
-and `tfds:NAME`.
+names: `phantom` (synthetic ultrasound), `digits` (scikit-learn's 8x8 digits, shipped
+inside jaxrobust), `folder:PATH` and `tfds:NAME`.
 """
 
 from jaxrobust.data.sources import (
