@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxrobust import _prng
+from jaxrobust import _fusion, _prng
 from jaxrobust.corruptions import _ops
 
 #: (saturation factor, saturation offset) per severity 1..5.
@@ -246,10 +246,6 @@ def jpeg_compression(key, image, quality):
     if C == 1:
         out = _jpeg_plane(rgb[..., 0], luma_q)[..., None]
         return _ops.finish(out[:H, :W] / 255.0, ok, image)
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    y = jnp.round(0.299 * r + 0.587 * g + 0.114 * b)
-    cb = jnp.round(-0.168736 * r - 0.331264 * g + 0.5 * b + 128.0)
-    cr = jnp.round(0.5 * r - 0.418688 * g - 0.081312 * b + 128.0)
     chroma_q = _quant_table(jnp.asarray(_CHROMA_Q), quality)
 
     def chroma(c):
@@ -257,11 +253,20 @@ def jpeg_compression(key, image, quality):
         small = jnp.floor(c.reshape(hh // 2, 2, ww // 2, 2).sum(axis=(1, 3)) / 4.0 + 0.5)
         return _fancy_upsample(_jpeg_plane(small, chroma_q))
 
-    y = _jpeg_plane(y, luma_q)
-    cb = chroma(cb) - 128.0
-    cr = chroma(cr) - 128.0
-    out = jnp.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb], -1)
-    out = jnp.clip(jnp.round(out), 0.0, 255.0)
+    def codec(rgb):
+        # On planes: XLA's CPU loops vectorise along an output's minor axis, which for
+        # (H, W, 3) would be the 3 channels (measured ~3x slower as one fusion).
+        r, g, b = jnp.moveaxis(rgb, -1, 0)
+        y = jnp.round(0.299 * r + 0.587 * g + 0.114 * b)
+        cb = jnp.round(-0.168736 * r - 0.331264 * g + 0.5 * b + 128.0)
+        cr = jnp.round(0.5 * r - 0.418688 * g - 0.081312 * b + 128.0)
+        y = _jpeg_plane(y, luma_q)
+        cb = chroma(cb) - 128.0
+        cr = chroma(cr) - 128.0
+        out = jnp.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb])
+        return jnp.clip(jnp.round(out), 0.0, 255.0)
+
+    out = jnp.moveaxis(_fusion.separately(codec, rgb), 0, -1)
     return _ops.finish(out[:H, :W] / 255.0, ok, image)
 
 
