@@ -174,19 +174,20 @@ def _cmd_attribute(args) -> None:
     idx = np.linspace(0, len(task.images) - 1, min(args.n, len(task.images))).astype(int)
     images, labels = task.images[idx], task.labels[idx]
     targets = np.asarray(jnp.argmax(apply_fn(params, jnp.asarray(images)), -1))
-    methods = {
-        "ig": lambda x, t: attribution.integrated_gradients(apply_fn, params, x, t,
-                                                           steps=args.steps),
-        "smoothgrad": lambda x, t: attribution.smoothgrad(jax.random.key(cfg.seed), apply_fn,
-                                                         params, x, t, absolute=True),
-        "saliency": lambda x, t: attribution.saliency(apply_fn, params, x, t)}
+    methods = {  # (key of the group, images, targets) -> maps
+        "ig": lambda k, x, t: attribution.integrated_gradients(apply_fn, params, x, t,
+                                                              steps=args.steps),
+        "smoothgrad": lambda k, x, t: attribution.smoothgrad(k, apply_fn, params, x, t,
+                                                            absolute=True),
+        "saliency": lambda k, x, t: attribution.saliency(apply_fn, params, x, t)}
     group = 8  # images per call: one program for every group, a bar over the groups
     maps = []
     with _progress.bar(total=len(images), desc=f"attribute ({args.method})",
                        unit="image") as bar:
         for start in range(0, len(images), group):
             part = slice(start, start + group)
-            maps.append(np.asarray(methods[args.method](images[part], targets[part])))
+            key = jax.random.fold_in(jax.random.key(cfg.seed), start)  # its own noise
+            maps.append(np.asarray(methods[args.method](key, images[part], targets[part])))
             bar.update(len(images[part]))
     maps = np.concatenate(maps)
     out = os.path.abspath(args.out or _default_out())
