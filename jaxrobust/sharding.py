@@ -83,6 +83,13 @@ def place_batch(tree, mesh: Mesh | None = None):
         lambda a: jax.device_put(a, sharding) if jnp.shape(a)[0] % ndev == 0 else a, tree)
 
 
+def pad_leading(a, multiple: int):
+    """`a` with its leading axis padded to a multiple of `multiple` by copies of its
+    first element (what the batched engines compute and then drop)."""
+    pad = (-jnp.shape(a)[0]) % multiple
+    return jnp.concatenate([a, jnp.repeat(a[:1], pad, axis=0)]) if pad else a
+
+
 def shard_batch(fn: Callable, *, in_axes: Sequence[int | None], mesh: Mesh | None = None,
                 chunk: int | None = None):
     """Runs `fn` with the leading axis of its batched arguments split over `mesh`.
@@ -135,12 +142,8 @@ def shard_batch(fn: Callable, *, in_axes: Sequence[int | None], mesh: Mesh | Non
         if len(sizes) != 1:
             raise ValueError(f"batched arguments differ in length: {sorted(sizes)}.")
         n = sizes.pop()
-        pad = (-n) % multiple
-        if pad:
-            args = tuple(
-                jnp.concatenate([a, jnp.repeat(a[:1], pad, axis=0)]) if ax == 0 else a
-                for a, ax in zip(args, in_axes, strict=True)
-            )
+        args = tuple(pad_leading(a, multiple) if ax == 0 else a
+                     for a, ax in zip(args, in_axes, strict=True))
         out = inner(*args)
         return jax.tree.map(lambda x: x[:n], out)
 

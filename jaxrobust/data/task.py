@@ -11,7 +11,7 @@ import numpy as np
 
 from jaxrobust import _progress
 from jaxrobust import corruptions as registry
-from jaxrobust.sharding import local_mesh, shard_batch
+from jaxrobust.sharding import local_mesh, pad_leading, shard_batch
 
 ORIGINAL = "original"
 DEFAULT_CORRUPTIONS = ("scale_up", "median_blur", "gaussian_noise")
@@ -51,12 +51,9 @@ def _in_chunks(program, keys, images, levels):
     first image, so that a training set and a test set of any size reuse one compiled
     program per corruption (each image's result does not depend on its chunk)."""
     n = images.shape[0]
-    pad = (-n) % CHUNK
-    if pad:
-        keys, images, levels = (jnp.concatenate([a, jnp.repeat(a[:1], pad, axis=0)])
-                                for a in (keys, images, levels))
+    keys, images, levels = (pad_leading(a, CHUNK) for a in (keys, images, levels))
     parts = [program(keys[s:s + CHUNK], images[s:s + CHUNK], levels[s:s + CHUNK])
-             for s in range(0, n + pad, CHUNK)]
+             for s in range(0, images.shape[0], CHUNK)]
     return jnp.concatenate(parts)[:n]
 
 
