@@ -90,8 +90,10 @@ def _cmd_sweep(args) -> None:
                          corruptions=tuple(cfg.task.corruptions),
                          key=jax.random.fold_in(jax.random.key(cfg.seed), 3),
                          class_names=class_names, batch_size=cfg.sweep.batch_size,
-                         target=cfg.sweep.target, ssim_threshold=cfg.sweep.ssim_threshold,
-                         out_dir=out, devices=cfg.sweep.devices, log=log)
+                         target=cfg.sweep.target, protocol=cfg.sweep.protocol,
+                         levels=cfg.sweep.levels, ssim_data_range=cfg.sweep.ssim_data_range,
+                         limit_ssim=cfg.sweep.limit_ssim, out_dir=out, devices=cfg.sweep.devices,
+                         log=log)
     log(f"wrote {len(table)} rows to {os.path.join(os.path.abspath(out), 'results.csv')}")
 
 
@@ -124,8 +126,13 @@ def _cmd_corruptions(args) -> None:
         if c.severities is not None:
             table = ", ".join(f"{v:.4g}" for v in c.severities)
             print(f"    severities 1-5 at 224 px: {table}")
-        what = "study's schedule" if c.seed_schedule else "default sweep"
-        print(f"    {what}: {len(levels)} steps, {levels[0]:g} .. {levels[-1]:g}")
+        if c.seed_schedule:
+            study = corruptions.seed_levels(name, protocol="study")
+            print(f"    continuous protocol: {len(levels)} steps, {levels[0]:g} .. "
+                  f"{levels[-1]:g}; study protocol: {len(study)} steps, {study[0]!r} .. "
+                  f"{study[-1]!r}")
+        else:
+            print(f"    default sweep: {len(levels)} steps, {levels[0]:g} .. {levels[-1]:g}")
 
 
 def _cmd_bench(args) -> None:

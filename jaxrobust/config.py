@@ -58,13 +58,22 @@ class TrainConfig:
 
 @dataclasses.dataclass
 class SweepConfig:
-    """The intensity sweep: `protocol: seed` is the study's schedule."""
+    """The intensity sweep.
 
-    protocol: str = "seed"
+    `protocol: continuous` is the study's schedule as a continuous family (fractional
+    crops, whole radii, SSIM range 1); `protocol: study` is what the study's code
+    computed (whole-pixel crops, float disk radii, SSIM range 2, its image loading);
+    docs/study.md compares them step by step.
+    """
+
+    protocol: str = "continuous"
     batch_size: int | None = None   # images per chunk; None: chosen from the free memory
     devices: int | None = None      # split chunks over this many local devices (None: all)
     target: str = "corruption_type"
-    ssim_threshold: float | None = None
+    levels: dict[str, list[float]] | None = None  # corruption -> its own levels
+    ssim_data_range: float | None = None  # None: the protocol's (continuous 1, study 2)
+    limit_ssim: float | None = None  # the study's limit value: above it, label `original`
+    critical_fraction: float = 0.5   # critical level / SSIM: where accuracy crosses this x clean
 
 
 @dataclasses.dataclass
@@ -110,6 +119,12 @@ def _build(cls, raw: Any, where: str):
         return cls(**{k: _build(hints[k], v, f"{where}.{k}" if where else k)
                       for k, v in raw.items()})
     origin = typing.get_origin(cls)
+    if origin is dict:
+        key_type, item = typing.get_args(cls)
+        if not isinstance(raw, dict):
+            raise ValueError(f"config: {where} must be a mapping, got {raw!r}.")
+        return {_build(key_type, k, where): _build(item, v, f"{where}.{k}")
+                for k, v in raw.items()}
     if origin is list:
         (item,) = typing.get_args(cls)
         if not isinstance(raw, list):
@@ -222,9 +237,30 @@ def validate(config: Config) -> Config:
                          "digits, folder:PATH or tfds:NAME.")
     if config.train.optimizer not in ("adam", "sgd"):
         raise ValueError(f"config: train.optimizer {config.train.optimizer!r}; use adam or sgd.")
-    if config.sweep.protocol != "seed":
-        raise ValueError(f"config: sweep.protocol {config.sweep.protocol!r}; the one protocol "
-                         "is seed (the study's schedule, scaled to the image size).")
+    if config.sweep.protocol == "seed":
+        raise ValueError("config: sweep.protocol 'seed' was renamed: use continuous (the same "
+                         "schedule) or study (what the study's code computed).")
+    if config.sweep.protocol not in corruptions.PROTOCOLS:
+        raise ValueError(f"config: sweep.protocol {config.sweep.protocol!r}; use "
+                         f"{' or '.join(corruptions.PROTOCOLS)}.")
+    for name, levels in (config.sweep.levels or {}).items():
+        try:
+            corruptions.get(name)
+        except ValueError as e:
+            raise ValueError(f"config: sweep.levels.{name}: {e}") from None
+        if not levels or not all(isinstance(v, int | float) and not isinstance(v, bool)
+                                 for v in levels):
+            raise ValueError(f"config: sweep.levels.{name} must be a non-empty list of "
+                             f"numbers, got {levels!r}.")
+    if config.sweep.ssim_data_range is not None and not config.sweep.ssim_data_range > 0:
+        raise ValueError(f"config: sweep.ssim_data_range must be positive, got "
+                         f"{config.sweep.ssim_data_range}.")
+    if config.sweep.limit_ssim is not None and not -1 <= config.sweep.limit_ssim <= 1:
+        raise ValueError(f"config: sweep.limit_ssim must lie in [-1, 1] (an SSIM), got "
+                         f"{config.sweep.limit_ssim}.")
+    if not 0 < config.sweep.critical_fraction <= 1:
+        raise ValueError(f"config: sweep.critical_fraction must lie in (0, 1], got "
+                         f"{config.sweep.critical_fraction}.")
     if config.sweep.target not in ("corruption_type", "labels"):
         raise ValueError(f"config: sweep.target {config.sweep.target!r}; use corruption_type "
                          "or labels.")

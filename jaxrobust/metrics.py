@@ -44,7 +44,14 @@ def _pair(fn, a, b):
 
 
 def _ssim_taps(shape, win_size, gaussian_weights, sigma):
-    """The filter taps and window side of `ssim`'s options, checked against `shape`."""
+    """The filter taps and window side of `ssim`'s options, checked against `shape`.
+
+    Raises skimage's errors for its invalid options (negative sigma, an even window,
+    a window larger than the image).
+    """
+    if sigma < 0:
+        raise ValueError(f"ssim: sigma must be positive, got {sigma} (skimage raises "
+                         "the same).")
     if gaussian_weights:
         taps = _gaussian_taps(sigma, 3.5)
         if win_size is None:
@@ -55,7 +62,7 @@ def _ssim_taps(shape, win_size, gaussian_weights, sigma):
         taps = np.full((win_size,), 1.0 / win_size)
     if win_size % 2 != 1 or win_size < 3:
         raise ValueError(f"ssim: win_size must be odd and at least 3, got {win_size}.")
-    if min(shape[0], shape[1]) < max(win_size, len(taps)):
+    if min(shape[0], shape[1]) < win_size:
         raise ValueError(
             f"ssim: images of shape {shape} are smaller than the {win_size}-pixel "
             "window; pass a smaller odd win_size."
@@ -63,17 +70,27 @@ def _ssim_taps(shape, win_size, gaussian_weights, sigma):
     return taps, win_size
 
 
+def _check_constants(k1, k2):
+    for name, k in (("K1", k1), ("K2", k2)):
+        if k < 0:
+            raise ValueError(f"ssim: {name} must be positive, got {k} (skimage raises the "
+                             "same).")
+
+
 def _ssim_crop(x, taps, win_size):
     """`(H, W, C)` -> centred `(C, H', W')` float32 and its mean.
 
-    Only the interior (a border of `(win_size - 1) // 2` cropped) enters SSIM's mean,
-    and there the window never leaves the image, so a 'valid' filter is exact. With
-    gaussian taps longer than win_size the extra margin is cropped. Centring on the
-    image's own mean changes no covariance and loses less to float32 cancellation.
+    Only the interior (a border of `(win_size - 1) // 2` cropped) enters SSIM's mean.
+    A 'valid' filter over the returned array gives exactly that interior: with taps
+    shorter than the window the extra margin is cropped first; with taps longer than
+    the window (`gaussian_weights` with a small explicit `win_size`) the image is
+    padded by the difference with scipy's 'reflect' rule (NumPy's 'symmetric'), which
+    is what skimage's gaussian filter sees there. Centring on the image's own mean
+    changes no covariance and loses less to float32 cancellation.
     """
     extra = (len(taps) - win_size) // 2
     if extra > 0:
-        x = x[extra:-extra, extra:-extra]
+        x = jnp.pad(x, ((extra, extra), (extra, extra), (0, 0)), mode="symmetric")
     elif extra < 0:
         x = x[-extra:extra, -extra:extra]
     shift = jnp.mean(x)
@@ -130,6 +147,7 @@ def ssim_compare(
     k2: float = 0.03,
 ) -> jax.Array:
     """`ssim(a, b)` from `reference = ssim_reference(a)` (same options): a float32 scalar."""
+    _check_constants(k1, k2)
     b = check_image(b, fn="ssim").astype(jnp.float32)
     taps, win_size = _ssim_taps(b.shape, win_size, gaussian_weights, sigma)
     da = reference["centred"]
@@ -169,7 +187,13 @@ def ssim(
     covariance under a `win_size` box window (or a Gaussian of `sigma`, truncated at
     3.5 sigma, 11 taps by default), sample-covariance normalisation `NP / (NP - 1)`
     with `NP = win_size**2`, the SSIM map averaged away from a border of
-    `(win_size - 1) // 2` pixels, then the mean over channels.
+    `(win_size - 1) // 2` pixels, then the mean over channels. Every option
+    combination skimage accepts agrees, including `gaussian_weights` with an explicit
+    `win_size` (the Gaussian keeps its 3.5-sigma taps, reflected at the border, and
+    `win_size` sets the crop and `NP`); skimage's invalid options raise here too
+    (negative `sigma`, `k1` or `k2`; an even window; a window larger than the image).
+    `data_range=2` is what skimage 0.16-0.18 took for float images when none was
+    given (the dtype range of floats, -1 .. 1): the corruption study's SSIM.
 
     `dm_pix.ssim` differs: it has no sample-covariance correction, and it always
     filters with its own Gaussian over the 'valid' region, so its numbers are not
@@ -183,11 +207,16 @@ def ssim(
         gaussian_weights: weight the window with a Gaussian instead of a box.
         sigma: the Gaussian's standard deviation.
         use_sample_covariance: normalise by `NP - 1` instead of `NP`.
-        k1, k2: SSIM's stabilising constants.
+        k1, k2: SSIM's stabilising constants (skimage's `K1`, `K2`).
 
     Returns:
         A float32 scalar; 1.0 for identical images.
+
+    Raises:
+        ValueError: images of different shapes or not `(H, W, C)` float, or an
+            option skimage rejects.
     """
+    _check_constants(k1, k2)
     a, b = _pair("ssim", a, b)
     shape = dict(win_size=win_size, gaussian_weights=gaussian_weights, sigma=sigma,
                  use_sample_covariance=use_sample_covariance)
@@ -227,15 +256,93 @@ def area_under_curve(levels, accuracy) -> float:
     return float(np.sum((x[1:] - x[:-1]) * (accuracy[1:] + accuracy[:-1]) / 2.0))
 
 
-def critical_level(levels, accuracy, *, fraction: float = 0.5, clean: float | None = None):
-    """First level whose accuracy falls below `fraction` of the clean accuracy, or None.
+def relative_auc(levels, accuracy, *, clean: float):
+    """`area_under_curve / clean`: 1 = as accurate at every level as on clean images.
 
-    `clean` defaults to the accuracy at the first (lowest) level.
+    Returns a float, or a sentence saying why it is undefined (clean accuracy 0 or
+    missing).
     """
+    if clean is None or not np.isfinite(clean):
+        return "undefined: no clean accuracy to compare with"
+    if clean == 0:
+        return "undefined: the clean accuracy is 0"
+    return area_under_curve(levels, accuracy) / float(clean)
+
+
+def _direction(direction: str) -> None:
+    if direction not in ("falls", "rises"):
+        raise ValueError(f"direction must be 'falls' or 'rises', got {direction!r}.")
+
+
+def critical_level(levels, accuracy, *, clean: float, fraction: float = 0.5,
+                   direction: str = "falls"):
+    """The first level (levels ascending) where accuracy crosses `fraction * clean`.
+
+    `direction="falls"`: the first level whose accuracy is below `fraction` of the
+    clean accuracy (a label classifier losing its labels). `"rises"`: the first level
+    whose accuracy reaches it (a corruption-type classifier that starts to recognise
+    the corruption; at the identity level it cannot). `clean` is the accuracy on the
+    clean images (never a sweep step: step 0 may be the identity corruption).
+
+    Returns:
+        The level as a float, or a sentence saying that accuracy never crosses the
+        threshold, or why there is no threshold (no clean accuracy).
+    """
+    _direction(direction)
+    if clean is None or not np.isfinite(clean):
+        return "undefined: no clean accuracy to compare with"
+    if clean <= 0:
+        return "undefined: the clean accuracy is 0, so there is no threshold to cross"
+    levels = np.asarray(levels, np.float64)
     accuracy = np.asarray(accuracy, np.float64)
-    reference = float(accuracy[0] if clean is None else clean)
-    below = np.nonzero(accuracy < fraction * reference)[0]
-    return float(np.asarray(levels)[below[0]]) if len(below) else None
+    order = np.argsort(levels, kind="stable")
+    levels, accuracy = levels[order], accuracy[order]
+    threshold = fraction * float(clean)
+    hit = accuracy < threshold if direction == "falls" else accuracy >= threshold
+    found = np.nonzero(hit)[0]
+    if len(found):
+        return float(levels[found[0]])
+    verb = "falls below" if direction == "falls" else "reaches"
+    return (f"none: accuracy never {verb} {fraction:g} x the clean accuracy "
+            f"{float(clean):.3g} over levels {levels[0]:g} .. {levels[-1]:g}")
+
+
+def critical_ssim(ssim_values, accuracy, *, clean: float, fraction: float = 0.5,
+                  direction: str = "falls"):
+    """The SSIM at which accuracy crosses `fraction * clean`, interpolated.
+
+    The steps are ordered from the most similar (highest SSIM) to the least; between
+    the last step on the clean side of the threshold and the first past it, the SSIM
+    is interpolated linearly in accuracy. `direction` as for `critical_level`. A
+    summary that no reference has: it says how much structure a corruption may
+    destroy before the classifier's accuracy crosses the threshold, comparable across
+    corruptions whose levels are in different units.
+
+    Returns:
+        The SSIM as a float, or a sentence saying why there is none.
+    """
+    _direction(direction)
+    if clean is None or not np.isfinite(clean):
+        return "undefined: no clean accuracy to compare with"
+    if clean <= 0:
+        return "undefined: the clean accuracy is 0, so there is no threshold to cross"
+    s = np.asarray(ssim_values, np.float64)
+    acc = np.asarray(accuracy, np.float64)
+    order = np.argsort(-s, kind="stable")
+    s, acc = s[order], acc[order]
+    threshold = fraction * float(clean)
+    hit = acc < threshold if direction == "falls" else acc >= threshold
+    found = np.nonzero(hit)[0]
+    if not len(found):
+        verb = "falls below" if direction == "falls" else "reaches"
+        return (f"none: accuracy never {verb} {fraction:g} x the clean accuracy "
+                f"{float(clean):.3g} down to SSIM {s[-1]:.3g}")
+    i = found[0]
+    if i == 0:
+        return float(s[0])
+    a0, a1 = acc[i - 1], acc[i]
+    t = (threshold - a0) / (a1 - a0) if a1 != a0 else 1.0
+    return float(s[i - 1] + t * (s[i] - s[i - 1]))
 
 
 def accuracy_by_ssim(ssim_values, correct, *, bins=10) -> list[dict]:
@@ -264,36 +371,56 @@ def bootstrap_interval(correct, *, samples: int = 1000, level: float = 0.95, see
     return np.quantile(means, alpha, axis=-1), np.quantile(means, 1.0 - alpha, axis=-1)
 
 
-def corruption_errors(table, *, baseline: str, clean_accuracy: dict | None = None) -> dict:
+def corruption_errors(table, *, baseline: str, clean_accuracy: dict) -> dict:
     """mCE and relative mCE of every model against `baseline` (Hendrycks & Dietterich).
 
-    `CE_c = sum_s err(model, c, s) / sum_s err(baseline, c, s)`; relative CE subtracts
-    each model's clean error first. `clean_accuracy` maps model -> clean accuracy
-    (default: accuracy at the first step of each corruption, averaged).
+    `CE_c = sum_s E(model, c, s) / sum_s E(baseline, c, s)` over the swept steps `s`,
+    with `E` the error rate; relative `CE_c = sum_s (E(model, c, s) - E_clean(model)) /
+    sum_s (E(baseline, c, s) - E_clean(baseline))`; mCE and relative mCE average over
+    corruptions. The baseline's own mCE and relative mCE are 1. `E_clean` comes from
+    `clean_accuracy` (the accuracy on clean images), never from a sweep step.
+
+    Args:
+        table: the sweep's table (model, corruption, step, accuracy).
+        baseline: the model the errors are normalised by.
+        clean_accuracy: model -> accuracy on the clean images.
 
     Returns:
-        `{model: {"mCE": ..., "relative_mCE": ..., "CE": {corruption: ...}}}`.
+        `{model: {"mCE", "relative_mCE", "CE": {corruption: ...}, "relative_CE": {...}}}`;
+        a value that is undefined (the baseline makes no error, or its errors equal
+        its clean error, so the ratio divides by zero; a missing clean accuracy) is a
+        sentence saying so instead of a number.
+
+    Raises:
+        ValueError: `baseline` not among the table's models.
     """
     out = {}
     models = list(dict.fromkeys(table["model"]))
     if baseline not in models:
         raise ValueError(f"baseline {baseline!r} is not among the swept models {models}.")
 
-    def clean(m):
-        if clean_accuracy and m in clean_accuracy:
-            return clean_accuracy[m]
-        rows = table[(table["model"] == m) & (table["step"] == 0)]
-        return float(rows["accuracy"].mean())
+    def clean_error(m):
+        value = (clean_accuracy or {}).get(m)
+        return None if value is None or not np.isfinite(value) else 1.0 - float(value)
+
+    def mean(values):
+        bad = [v for v in values.values() if isinstance(v, str)]
+        return bad[0] if bad else float(np.mean(list(values.values())))
 
     for m in models:
         ce, rel = {}, {}
         for c in dict.fromkeys(table["corruption"]):
             of = table["corruption"] == c
-            err = 1.0 - table[(table["model"] == m) & of]["accuracy"].to_numpy()
-            base = 1.0 - table[(table["model"] == baseline) & of]["accuracy"].to_numpy()
-            ce[c] = float(err.sum() / max(base.sum(), 1e-12))
-            rel[c] = float((err - (1 - clean(m))).sum() /
-                           max((base - (1 - clean(baseline))).sum(), 1e-12))
-        out[m] = {"mCE": float(np.mean(list(ce.values()))),
-                  "relative_mCE": float(np.mean(list(rel.values()))), "CE": ce}
+            err = 1.0 - table[(table["model"] == m) & of].sort_values("step")["accuracy"].to_numpy()
+            base = 1.0 - table[(table["model"] == baseline) & of].sort_values("step")[
+                "accuracy"].to_numpy()
+            ce[c] = (float(err.sum() / base.sum()) if base.sum() > 0 else
+                     f"undefined: {baseline} makes no error on {c}")
+            if clean_error(m) is None or clean_error(baseline) is None:
+                rel[c] = "undefined: no clean accuracy to compare with"
+                continue
+            den = float((base - clean_error(baseline)).sum())
+            rel[c] = (float((err - clean_error(m)).sum()) / den if den != 0 else
+                      f"undefined: {baseline}'s errors on {c} sum to its clean error")
+        out[m] = {"mCE": mean(ce), "relative_mCE": mean(rel), "CE": ce, "relative_CE": rel}
     return out

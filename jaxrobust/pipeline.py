@@ -234,7 +234,8 @@ def load_split(config, *, log: Callable[[str], None] = print):
 
     ds = data.load(config.data.source, image_size=config.data.image_size,
                    channels=config.data.channels, strict=config.data.strict,
-                   n=config.data.n_images, seed=config.seed, log=log)
+                   n=config.data.n_images, seed=config.seed, log=log,
+                   protocol=config.sweep.protocol)
     log(f"data: {ds.source}, {len(ds.images)} images of {ds.images.shape[1:]}, "
         f"classes {list(ds.class_names)}")
     train_idx, test_idx = data.split(len(ds.images), test_fraction=config.data.test_fraction,
@@ -309,27 +310,87 @@ def train_models(config, out_dir: str, *, task_train, task_test,
     return results
 
 
-def summarize(table, per_image, *, seed: int = 0) -> tuple[dict, dict]:
-    """Robustness summaries of a sweep, and bootstrap intervals per (model, corruption)."""
+def summarize(table, per_image, *, seed: int = 0, target: str = "corruption_type",
+              fraction: float = 0.5) -> tuple[dict, dict]:
+    """Robustness summaries of a sweep, and bootstrap intervals per (model, corruption).
+
+    Every summary takes its reference from the clean images (`clean_accuracy`, from
+    `sweep.run`), never from a sweep step. Critical level and critical SSIM are where
+    accuracy crosses `fraction` x clean: falling below it for `target="labels"`,
+    reaching it for `corruption_type` (the corruption becomes recognisable). A summary
+    that is undefined is a sentence saying why, not a number.
+    """
     from jaxrobust import metrics as m
 
-    summary, intervals = {}, {}
+    direction = "falls" if target == "labels" else "rises"
+    summary, intervals, clean = {}, {}, {}
     for (model, name), rows in table.groupby(["model", "corruption"], sort=False):
         correct = per_image[f"{name}/{model}/correct"]
         lo, hi = m.bootstrap_interval(correct, seed=seed)
         intervals[model, name] = (lo, hi)
-        summary.setdefault(model, {})[name] = {
+        ref = float(rows["clean_accuracy"].iloc[0]) if "clean_accuracy" in rows else None
+        ref = None if ref is None or not np.isfinite(ref) else ref
+        clean[model] = ref
+        summary.setdefault(model, {})["clean_accuracy"] = (
+            ref if ref is not None else "undefined: the model has no class 'original'")
+        summary[model][name] = {
             "mean_accuracy": float(rows["accuracy"].mean()),
             "auc": m.area_under_curve(rows["level"], rows["accuracy"]),
-            "critical_level": m.critical_level(rows["level"], rows["accuracy"]),
+            "relative_auc": m.relative_auc(rows["level"], rows["accuracy"], clean=ref),
+            "critical_level": m.critical_level(rows["level"], rows["accuracy"], clean=ref,
+                                               fraction=fraction, direction=direction),
+            "critical_ssim": m.critical_ssim(rows["ssim_mean"], rows["accuracy"], clean=ref,
+                                             fraction=fraction, direction=direction),
             "accuracy_by_ssim": m.accuracy_by_ssim(per_image[f"{name}/ssim"], correct, bins=5),
         }
     models = list(dict.fromkeys(table["model"]))
     if len(models) > 1:
-        errors = m.corruption_errors(table, baseline=models[-1])
+        errors = m.corruption_errors(table, baseline=models[-1], clean_accuracy=clean)
         for model in models:
             summary[model]["corruption_error_vs_" + models[-1]] = errors[model]
     return summary, intervals
+
+
+def critical_ssim_table(summary: dict, *, fraction: float):
+    """`(DataFrame, points)`: the critical SSIM per model and corruption, for the report.
+
+    `points` maps `(model, corruption)` to `(critical SSIM, threshold accuracy)` where
+    the critical SSIM is a number; the table says in words where it is not.
+    """
+    import pandas as pd
+
+    rows, points = [], {}
+    for model, per in summary.items():
+        if model.startswith("_"):
+            continue
+        clean = per.get("clean_accuracy")
+        for name, s in per.items():
+            if not isinstance(s, dict) or "critical_ssim" not in s:
+                continue
+            value = s["critical_ssim"]
+            rows.append({"model": model, "corruption": name,
+                         "clean accuracy": clean if isinstance(clean, float) else "undefined",
+                         "critical SSIM": value, "critical level": s["critical_level"]})
+            if isinstance(value, float) and isinstance(clean, float):
+                points[model, name] = (value, fraction * clean)
+    return pd.DataFrame(rows), points
+
+
+def protocol_note(config) -> str:
+    """One sentence naming the sweep's protocol, SSIM range and limit value."""
+    sweep = config.sweep
+    rng = sweep.ssim_data_range or (2.0 if sweep.protocol == "study" else 1.0)
+    text = {"study": "study (what the study's code computed: whole-pixel crops, float disk "
+                     "radii, its image loading)",
+            "continuous": "continuous (the study's schedule as a continuous family: "
+                          "fractional crops, whole radii)"}[sweep.protocol]
+    text = f"Protocol: {text}; SSIM data range {rng:g}"
+    if sweep.levels:
+        text += f"; own levels for {', '.join(sweep.levels)}"
+    if sweep.limit_ssim is not None:
+        text += (f"; limit value: corrupted images with SSIM above {sweep.limit_ssim:g} "
+                 "are labelled original")
+    return text + "."
 
 
 def drift_table(classifiers: dict, class_names: dict, images, table, *, key,
@@ -430,10 +491,14 @@ def run(config, out_dir: str, *, log: Callable[[str], None] = print,
         corruptions=tuple(config.task.corruptions), key=jax.random.fold_in(
             jax.random.key(config.seed), 3),
         class_names=class_names, batch_size=config.sweep.batch_size,
-        target=config.sweep.target, ssim_threshold=config.sweep.ssim_threshold,
-        cells_dir=os.path.join(out_dir, "sweep_cells"), devices=config.sweep.devices, log=log,
-        progress=progress)
-    summary, intervals = summarize(table, per_image, seed=config.seed)
+        target=config.sweep.target, protocol=config.sweep.protocol,
+        levels=config.sweep.levels, ssim_data_range=config.sweep.ssim_data_range,
+        limit_ssim=config.sweep.limit_ssim, cells_dir=os.path.join(out_dir, "sweep_cells"),
+        devices=config.sweep.devices, log=log, progress=progress)
+    summary, intervals = summarize(table, per_image, seed=config.seed,
+                                   target=config.sweep.target,
+                                   fraction=config.sweep.critical_fraction)
+    summary["_protocol"] = protocol_note(config)
     log("attribution drift: saliency maps of corrupted vs clean test images")
     drift = drift_table(classifiers, class_names, ds.images[test_idx], table,
                         key=jax.random.fold_in(jax.random.key(config.seed), 5),
@@ -441,6 +506,8 @@ def run(config, out_dir: str, *, log: Callable[[str], None] = print,
     summary["_run"] = {"seconds": time.perf_counter() - start, "devices": str(jax.devices()),
                        "test_accuracy": {n: r.history[-1]["test_accuracy"]
                                          for n, r in trained.items() if r.history}}
+    critical_table, critical_points = critical_ssim_table(
+        summary, fraction=config.sweep.critical_fraction)
     with _publish(out_dir) as tmp:
         table.to_csv(os.path.join(tmp, "results.csv"), index=False)
         drift.to_csv(os.path.join(tmp, "drift.csv"), index=False)
@@ -452,8 +519,11 @@ def run(config, out_dir: str, *, log: Callable[[str], None] = print,
         figures = [
             (report.plot_accuracy_vs_level(table, os.path.join(tmp, "accuracy_vs_level.png"),
                                            ci=intervals), "Accuracy against corruption level"),
-            (report.plot_accuracy_vs_ssim(table, os.path.join(tmp, "accuracy_vs_ssim.png")),
-             "Accuracy against mean SSIM"),
+            (report.plot_accuracy_vs_ssim(table, os.path.join(tmp, "accuracy_vs_ssim.png"),
+                                          critical=critical_points),
+             "Accuracy against mean SSIM; a cross marks each critical SSIM, where accuracy "
+             f"crosses {config.sweep.critical_fraction:g} x the clean accuracy (interpolated)",
+             critical_table),
             (report.plot_ssim_vs_level(table, os.path.join(tmp, "ssim_vs_level.png")),
              "SSIM against corruption level"),
             (report.plot_confusion(per_image, class_names, os.path.join(tmp, "confusion.png")),
@@ -473,7 +543,8 @@ def run(config, out_dir: str, *, log: Callable[[str], None] = print,
             tables=[("Training", pd.DataFrame(history)), ("Sweep results", table),
                     ("Attribution drift (saliency, 8 test images)", drift)],
             summary=summary, config=config_lib.to_dict(config),
-            notes=[f"Data: {ds.source} ({len(ds.images)} images; "
+            notes=[summary["_protocol"],
+                   f"Data: {ds.source} ({len(ds.images)} images; "
                    f"{len(test_idx)} clean test images swept).",
                    "Target: " + config.sweep.target + ". Accuracy is the fraction of "
                    "corrupted test images predicted as their corruption's class."])

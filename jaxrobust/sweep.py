@@ -34,15 +34,17 @@ import optax
 from jaxrobust import _progress
 from jaxrobust import corruptions as registry
 from jaxrobust.metrics import ssim_compare, ssim_reference
-from jaxrobust.sharding import local_mesh, shard_batch
+from jaxrobust.sharding import local_mesh, pad_leading, shard_batch
 
 TARGETS = ("corruption_type", "labels")
 _COMPILED: set = set()  # (program, shapes) already run in this process
 
 
-def _check(classifiers, images, labels, corruptions, levels, target):
+def _check(classifiers, images, labels, corruptions, levels, target, protocol):
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}.")
+    if protocol not in registry.PROTOCOLS:
+        raise ValueError(f"protocol must be one of {registry.PROTOCOLS}, got {protocol!r}.")
     images = np.asarray(images)
     if images.ndim != 4 or images.dtype.kind != "f":
         raise ValueError(f"images must be float (N, H, W, C) in [0, 1], got {images.dtype} "
@@ -58,7 +60,8 @@ def _check(classifiers, images, labels, corruptions, levels, target):
     schedule = {}
     for name in names:
         lv = np.asarray(levels[name] if levels and name in levels else
-                        registry.seed_levels(name, image_size=images.shape[1]), np.float32)
+                        registry.seed_levels(name, image_size=images.shape[1],
+                                             protocol=protocol), np.float64)
         low = registry.get(name).min_level
         top = registry.get(name).max_level(images.shape[1], images.shape[2])
         if lv.ndim != 1 or len(lv) == 0 or lv.min() < low or lv.max() > top:
@@ -77,9 +80,11 @@ def _digest(*arrays) -> str:
     return h.hexdigest()[:16]
 
 
-def fingerprint(classifiers, images, labels, names, schedule, key, target, class_names) -> dict:
+def fingerprint(classifiers, images, labels, names, schedule, key, target, class_names,
+                ssim_data_range: float = 1.0) -> dict:
     """Short hashes of everything a sweep's results depend on, by component."""
     return {
+        "ssim_data_range": float(ssim_data_range),
         "images": _digest(images),
         "labels": _digest(np.zeros(0) if labels is None else labels),
         "models": {m: _digest(*jax.tree.leaves(classifiers[m][1])) for m in classifiers},
@@ -199,10 +204,11 @@ def auto_batch_size(program, params, images, levels, *, devices: int, fraction: 
 
 
 @functools.lru_cache(maxsize=64)
-def _chunk_program(kernel: Callable, fns: tuple[Callable, ...], mesh):
+def _chunk_program(kernel: Callable, fns: tuple[Callable, ...], mesh, data_range: float = 1.0):
     """The compiled sweep of one corruption: `((params, key), idx (B,), clean (B, H, W, C),
-    levels (L,)) -> (ssim (B, L), probs per model (B, L, K))`, `params` a tuple with
-    one entry per model and `key` the corruption's base key.
+    levels (L, ...)) -> (ssim (B, L), probs per model (B, L, K))`, `params` a tuple with
+    one entry per model and `key` the corruption's base key; `levels` as
+    `corruptions.kernel_levels` encodes them; SSIM with range `data_range`.
 
     Built once per (kernel, models, mesh) and kept, so that a second sweep with the
     same kernel, models and chunk shape (other images, another key, a benchmark's
@@ -217,7 +223,8 @@ def _chunk_program(kernel: Callable, fns: tuple[Callable, ...], mesh):
             step, level = step_level
             keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(base, i), step))(idx)
             bad = jax.vmap(kernel, in_axes=(0, 0, None))(keys, clean, level)
-            scores = jax.vmap(ssim_compare)(reference, bad)
+            scores = jax.vmap(lambda r, b: ssim_compare(r, b, data_range=data_range))(
+                reference, bad)
             probs = tuple(jax.nn.softmax(f(p, bad), -1) for f, p in zip(fns, params, strict=True))
             return scores, probs
 
@@ -229,11 +236,28 @@ def _chunk_program(kernel: Callable, fns: tuple[Callable, ...], mesh):
     return shard_batch(chunk, in_axes=(None, 0, 0, None), mesh=mesh)
 
 
+@functools.lru_cache(maxsize=16)
+def _predict_program(fn: Callable):
+    return jax.jit(lambda params, x: jnp.argmax(fn(params, x), -1))
+
+
+def clean_predictions(fn: Callable, params, images, *, batch: int = 64) -> np.ndarray:
+    """`argmax fn(params, images)` over the clean images, `batch` at a time: `(N,)` int32."""
+    program = _predict_program(fn)
+    out = []
+    for s in range(0, len(images), batch):
+        part = images[s:s + batch]
+        pred = program(params, pad_leading(jnp.asarray(part), batch))
+        out.append(np.asarray(pred)[:len(part)])
+    return np.concatenate(out).astype(np.int32)
+
+
 def run(classifiers: Mapping[str, tuple[Callable, object]], images, labels=None, *,
         corruptions=("scale_up", "median_blur", "gaussian_noise"),
         levels: Mapping[str, np.ndarray] | None = None, key: jax.Array,
         class_names: Mapping[str, list[str]] | None = None, batch_size: int | None = None,
-        target: str = "corruption_type", ssim_threshold: float | None = None,
+        target: str = "corruption_type", protocol: str = "continuous",
+        ssim_data_range: float | None = None, limit_ssim: float | None = None,
         out_dir: str | None = None, cells_dir: str | None = None,
         devices: int | None = None, log: Callable[[str], None] = print,
         progress: bool | None = None):
@@ -245,7 +269,9 @@ def run(classifiers: Mapping[str, tuple[Callable, object]], images, labels=None,
         images: clean `(N, H, W, C)` float images in [0, 1].
         labels: `(N,)` int labels (needed for `target="labels"`).
         corruptions: names (aliases allowed).
-        levels: name -> 1-D levels; default the study's schedule scaled to the image.
+        levels: name -> 1-D levels (floats; float64 kept: the median's float radii are
+            passed exactly); default `corruptions.seed_levels(name, protocol=protocol)`
+            for the image size.
         key: PRNG key.
         class_names: model name -> its class names; `target="corruption_type"` needs
             each corruption's class (`scale_up`, ...) and `original` among them.
@@ -255,9 +281,14 @@ def run(classifiers: Mapping[str, tuple[Callable, object]], images, labels=None,
             memory (`auto_batch_size`).
         target: `corruption_type` — is the corruption recognised (the study's
             question); `labels` — does the classifier keep the image's label.
-        ssim_threshold: the study's "limit value": with `corruption_type`, a
-            prediction of `original` also counts as correct when the corrupted image's
-            SSIM to the clean one is above this.
+        protocol: the default levels: `continuous` (the study's schedule as a
+            continuous family, SSIM range 1) or `study` (the levels the study's float64
+            loop computed: whole-pixel crops, float disk radii; SSIM range 2, as its
+            `structural_similarity` on float64 images took). See docs/study.md.
+        ssim_data_range: SSIM's `data_range`; None: the protocol's (1 or 2).
+        limit_ssim: the study's "limit value" (its figure 39): with `corruption_type`,
+            a corrupted image whose SSIM to the clean one is above this is labelled
+            `original` (so predicting its corruption there is wrong). None: no relabel.
         out_dir: if given, `results.csv` and `per_image.npz` are written there, and
             finished cells to `out_dir/sweep_cells` (see `cells_dir`).
         cells_dir: folder for finished (corruption, chunk) cells: a rerun on the same
@@ -270,20 +301,30 @@ def run(classifiers: Mapping[str, tuple[Callable, object]], images, labels=None,
 
     Returns:
         `(table, per_image)`: a pandas DataFrame with one row per (model, corruption,
-        step) — level, n, accuracy, ssim_mean, ssim_std, confidence, loss — and a dict
-        of per-image arrays (`<corruption>/ssim (steps, N)`,
-        `<corruption>/<model>/pred (steps, N)`, `.../confidence`, `.../expected`).
+        step) — level, n, accuracy, ssim_mean, ssim_std, confidence, loss,
+        clean_accuracy — and a dict of per-image arrays (`<corruption>/ssim (steps, N)`,
+        `<corruption>/<model>/pred (steps, N)`, `.../confidence`, `.../expected`
+        (steps, N), `clean/<model>/pred (N,)`). `clean_accuracy` is the model's
+        accuracy on the clean images (labels: its labels; corruption_type: `original`;
+        NaN for a model without that class): the reference of every robustness summary,
+        never a sweep step (step 0 may be the identity corruption).
     """
     import pandas as pd
 
-    images, names, schedule = _check(classifiers, images, labels, corruptions, levels, target)
+    images, names, schedule = _check(classifiers, images, labels, corruptions, levels, target,
+                                     protocol)
+    if ssim_data_range is None:
+        ssim_data_range = 2.0 if protocol == "study" else 1.0
+    if not ssim_data_range > 0:
+        raise ValueError(f"ssim_data_range must be positive, got {ssim_data_range}.")
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
     mesh = local_mesh(devices)
     if cells_dir is None and out_dir is not None:
         cells_dir = os.path.join(out_dir, "sweep_cells")
     store = None if cells_dir is None else CellStore(cells_dir, fingerprint(
-        classifiers, images, labels, names, schedule, key, target, class_names))
+        classifiers, images, labels, names, schedule, key, target, class_names,
+        ssim_data_range))
     model_names = list(classifiers)
     expected = {}
     for m in model_names:
@@ -299,16 +340,30 @@ def run(classifiers: Mapping[str, tuple[Callable, object]], images, labels=None,
     original = {m: (list((class_names or {}).get(m) or []).index("original")
                     if "original" in ((class_names or {}).get(m) or []) else -1)
                 for m in model_names}
+    if limit_ssim is not None and target == "corruption_type":
+        lacking = [m for m in model_names if original[m] < 0]
+        if lacking:
+            raise ValueError(f"limit_ssim relabels images as 'original', but model "
+                             f"{lacking[0]!r} has no class 'original'; drop limit_ssim.")
     params = tuple(classifiers[m][1] for m in model_names)
     fns = tuple(classifiers[m][0] for m in model_names)
     rows, per_image = [], {}
     n = len(images)
+    clean_accuracy = {}
+    for m, fn, p in zip(model_names, fns, params, strict=True):
+        pred = clean_predictions(fn, p, images, batch=max(1, min(n, batch_size or 64)))
+        per_image[f"clean/{m}/pred"] = pred
+        if target == "labels":
+            clean_accuracy[m] = float(np.mean(pred == np.asarray(labels)))
+        else:
+            clean_accuracy[m] = float(np.mean(pred == original[m])) if original[m] >= 0 \
+                else float("nan")
     for c_index, name in enumerate(names):
         kernel = registry.get(name).apply
-        lv = jnp.asarray(schedule[name])
+        lv = jnp.asarray(registry.kernel_levels(name, schedule[name]))
         base = jax.random.fold_in(key, c_index)
 
-        program = _chunk_program(kernel, fns, mesh)
+        program = _chunk_program(kernel, fns, mesh, float(ssim_data_range))
         start = time.perf_counter()
         ndev = mesh.devices.size
         # A chunk larger than the data would only compute padding copies.
@@ -360,24 +415,25 @@ def run(classifiers: Mapping[str, tuple[Callable, object]], images, labels=None,
         for mi, m in enumerate(model_names):
             prob = np.concatenate([p[mi] for p in probs]).transpose(1, 0, 2)  # (L, N, K)
             pred = prob.argmax(-1)
-            exp = expected[m, name]
-            correct = pred == exp[None]
-            if ssim_threshold is not None and target == "corruption_type" and original[m] >= 0:
-                correct |= (pred == original[m]) & (score > ssim_threshold)
+            exp = np.broadcast_to(expected[m, name], pred.shape)
+            if limit_ssim is not None and target == "corruption_type":
+                exp = np.where(score > limit_ssim, original[m], exp).astype(np.int32)
+            correct = pred == exp
             loss = np.asarray(optax.softmax_cross_entropy_with_integer_labels(
-                jnp.log(jnp.maximum(prob, 1e-12)), jnp.broadcast_to(exp, pred.shape)))
+                jnp.log(jnp.maximum(prob, 1e-12)), exp))
             per_image[f"{name}/{m}/pred"] = pred.astype(np.int32)
             per_image[f"{name}/{m}/confidence"] = prob.max(-1)
             per_image[f"{name}/{m}/correct"] = correct
-            per_image[f"{name}/{m}/expected"] = exp
+            per_image[f"{name}/{m}/expected"] = np.ascontiguousarray(exp)
             for step in range(len(lv)):
                 rows.append({"model": m, "corruption": name, "step": step,
-                             "level": float(lv[step]), "n": n,
+                             "level": float(schedule[name][step]), "n": n,
                              "accuracy": float(correct[step].mean()),
                              "ssim_mean": float(score[step].mean()),
                              "ssim_std": float(score[step].std()),
                              "confidence": float(prob[step].max(-1).mean()),
-                             "loss": float(loss[step].mean())})
+                             "loss": float(loss[step].mean()),
+                             "clean_accuracy": clean_accuracy[m]})
         log(f"  sweep {name}: {len(lv)} levels x {n} images x {len(model_names)} models "
             f"in {time.perf_counter() - start:.1f} s")
     table = pd.DataFrame(rows)

@@ -28,11 +28,35 @@ def test_ssim_matches_skimage_random_hyperparameters(rng, trial):
     }
     if kwargs["gaussian_weights"]:
         kwargs["sigma"] = float(rng.uniform(0.8, 2.0))
+        # an explicit window with Gaussian weights: skimage keeps the 3.5-sigma filter
+        # (reflected at the border) and crops by the window
+        kwargs["win_size"] = [None, 3, 5, 7, 13][trial % 5]
     else:
         kwargs["win_size"] = int(rng.choice([3, 5, 7, 9]))
-    ref = structural_similarity(a, b, channel_axis=-1, **kwargs)
-    ours = float(jax.jit(lambda x, y: ssim(x, y, **kwargs))(a, b))
+    k1, k2 = float(rng.uniform(0.0, 0.05)), float(rng.uniform(0.0, 0.1))
+    ref = structural_similarity(a, b, channel_axis=-1, K1=k1, K2=k2, **kwargs)
+    ours = float(jax.jit(lambda x, y: ssim(x, y, k1=k1, k2=k2, **kwargs))(a, b))
     assert abs(ours - ref) < 1e-5, (kwargs, ours, ref)
+
+
+@pytest.mark.parametrize("win_size", [3, 5, 7])
+def test_ssim_gaussian_weights_with_a_small_window_matches_skimage(rng, win_size):
+    a, b = _pair(rng, (23, 31, 3))
+    ref = structural_similarity(a, b, channel_axis=-1, data_range=1.0, gaussian_weights=True,
+                                win_size=win_size)
+    assert abs(float(ssim(a, b, gaussian_weights=True, win_size=win_size)) - ref) < 1e-5
+
+
+@pytest.mark.parametrize("option", [{"sigma": -1.0, "gaussian_weights": True},
+                                    {"k1": -0.01}, {"k2": -0.03}])
+def test_ssim_raises_where_skimage_raises(rng, option):
+    a, b = _pair(rng, (16, 16, 1))
+    names = {"k1": "K1", "k2": "K2"}
+    theirs = {names.get(k, k): v for k, v in option.items()}
+    with pytest.raises(ValueError, match="must be positive"):
+        structural_similarity(a, b, channel_axis=-1, data_range=1.0, **theirs)
+    with pytest.raises(ValueError, match="must be positive"):
+        ssim(a, b, **option)
 
 
 @pytest.mark.parametrize("gaussian", [False, True])

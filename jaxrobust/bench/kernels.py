@@ -73,7 +73,7 @@ def _ours(fn, images, level, keys, repeats):
 
     Returns `(out, compile_s, seconds, placement, seconds_by_placement, place_s_by_placement)`.
     """
-    level = jnp.asarray(level, jnp.float32)
+    level = jnp.asarray(level, jnp.float32 if np.ndim(level) == 0 else jnp.int32)
     placements = {"one device": local_mesh(1)}
     if jax.device_count() > 1:
         placements[f"split over {jax.device_count()} devices"] = local_mesh()
@@ -117,9 +117,18 @@ def _ref(fn, items, count, repeats: int = 3, budget_s: float = 1.0):
     return outs, float(np.median(times)) / count
 
 
+#: Two of the corruption study's float radii (its loop's `intensity / 0.05`): disk(7.999..)
+#: loses 2 boundary points of disk(8), disk(16.000..) is 34 x 34 and off-centre.
+STUDY_FLOAT_RADII = (7.999999999999999, 16.000000000000004)
+
+
 def run(n: int = 64, size: int = 174, radii=(1, 5, 10, 19), ref_images: int = 16,
-        repeats: int = 3, log=print) -> dict:
-    """Runs every row; returns the results payload."""
+        repeats: int = 3, float_radii=STUDY_FLOAT_RADII, log=print) -> dict:
+    """Runs every row; returns the results payload.
+
+    Whole radii pass the radius as a traced float32; `float_radii` (the study's) pass
+    their exact footprint, traced (`corruptions.disk_footprint`), as the sweep does.
+    """
     import cv2
     from skimage.filters import median, rank
     from skimage.metrics import structural_similarity
@@ -176,6 +185,18 @@ def run(n: int = 64, size: int = 174, radii=(1, 5, 10, 19), ref_images: int = 16
         _, cv_s = _ref(lambda im, r=r: cv2.medianBlur(im, 2 * r + 1), u8, n, repeats)
         add("median_blur", r, "context: cv2.medianBlur (u8)", cv_s, ours, None,
             note="square window, not a disk", placement=place)
+
+    for r in float_radii:
+        footprint = np.asarray(corruptions.disk_footprint(r))
+        out, comp, ours, *place = _ours(corruptions.median_blur, images, footprint, keys,
+                                        repeats)
+        count = min(n, ref_images)
+        refs, ref_s = _ref(lambda im, r=r: median(im, disk(r), mode="nearest"),
+                           images[..., 0], count, repeats)
+        exact = bool(np.array_equal(out[:count, ..., 0], np.asarray(refs)))
+        add("median_blur", r, "skimage.filters.median", ref_s, ours, comp, exact=exact,
+            note=f"float radius {r!r}, traced footprint; reference timed on {count} images",
+            placement=place)
 
     sigma = 0.05
     out, comp, ours, *place = _ours(corruptions.gaussian_noise, images, sigma, keys, repeats)
@@ -295,6 +316,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--size", type=int, default=174, help="grey image side in pixels")
     parser.add_argument("--radii", type=int, nargs="+", default=[1, 5, 10, 19],
                         help="median disk radii to time")
+    parser.add_argument("--float-radii", type=float, nargs="*", default=list(STUDY_FLOAT_RADII),
+                        help="float median radii (the study's), run as traced footprints")
     parser.add_argument("--ref-images", type=int, default=16,
                         help="images the slow skimage median is timed on")
     parser.add_argument("--repeats", type=int, default=3,
@@ -311,7 +334,7 @@ def main(argv=None) -> dict:
                    "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     else:
         payload = run(args.images, args.size, tuple(args.radii), args.ref_images,
-                      args.repeats)
+                      args.repeats, tuple(args.float_radii))
     payload["setup"] = args.setup
     if args.suite_images:
         print("ImageNet-C suite, 15 corruptions x 5 severities:")
@@ -321,7 +344,7 @@ def main(argv=None) -> dict:
     out = save(payload, name + ("-cpu-cores" if args.cpu_cores else ""), args.out)
     print()
     print_table(payload["rows"], [
-        ("kernel", "kernel", "{}"), ("level", "level", "{:g}"), ("reference", "reference", "{}"),
+        ("kernel", "kernel", "{}"), ("level", "level", "{:.16g}"), ("reference", "reference", "{}"),
         ("ref_images_per_s", "ref img/s", "{:.1f}"),
         ("jaxrobust_images_per_s", "jaxrobust img/s", "{:.1f}"),
         ("speedup", "ratio", "{:.1f}x"), ("exact", "exact", "{}"),

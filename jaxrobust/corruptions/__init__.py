@@ -39,18 +39,21 @@ from jaxrobust.corruptions.digital import (
     saturate,
 )
 from jaxrobust.corruptions.geometric import scale_up
-from jaxrobust.corruptions.median import DEFAULT_MAX_RADIUS, disk_row_widths, median_blur
+from jaxrobust.corruptions.median import DEFAULT_MAX_RADIUS, disk_footprint, median_blur
 from jaxrobust.corruptions.noise import gaussian_noise, impulse_noise, shot_noise, speckle_noise
 from jaxrobust.corruptions.registry import (
     IMAGENET_C,
     IMAGENET_C_VALIDATION,
+    PROTOCOLS,
     SEED_IMAGE_SIZE,
     Corruption,
     get,
+    kernel_levels,
     names,
     register,
     seed_levels,
     severity,
+    study_intensities,
 )
 from jaxrobust.corruptions.weather import fog, frost, snow, spatter
 
@@ -58,12 +61,13 @@ __all__ = [
     "DEFAULT_MAX_RADIUS",
     "IMAGENET_C",
     "IMAGENET_C_VALIDATION",
+    "PROTOCOLS",
     "SEED_IMAGE_SIZE",
     "Corruption",
     "brightness",
     "contrast",
     "defocus_blur",
-    "disk_row_widths",
+    "disk_footprint",
     "elastic_transform",
     "fog",
     "frost",
@@ -71,6 +75,7 @@ __all__ = [
     "gaussian_blur",
     "gaussian_noise",
     "get",
+    "kernel_levels",
     "glass_blur",
     "impulse_noise",
     "jpeg_compression",
@@ -83,6 +88,7 @@ __all__ = [
     "scale_up",
     "seed_levels",
     "severity",
+    "study_intensities",
     "shot_noise",
     "snow",
     "spatter",

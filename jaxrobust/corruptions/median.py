@@ -2,18 +2,25 @@
 
 `median_blur(key, image, radius)` equals
 `skimage.filters.median(image[..., c], skimage.morphology.disk(radius), mode='nearest')`
-channel by channel, bit for bit, for 8-bit-valued and for arbitrary float32 images.
-The radius may be traced: one compiled program serves every radius up to the static
-`max_radius`.
+channel by channel, bit for bit, for 8-bit-valued and for arbitrary float32 images, and
+for every float radius, not only whole ones. `disk(r)` of a float `r` is what the
+corruption study ran (its loop fed `disk` radii such as 5.999999999999999): the grid is
+`np.arange(-r, r + 1)`, so such a disk can lose boundary points, or be even-sized and
+one pixel off-centre. The kernel works from the footprint's rows (`disk_footprint`):
+per row offset `dy` the column offsets `left .. right` it covers, about the centre
+`scipy.ndimage` uses (index `size // 2`). The radius, or the footprint itself, may be
+traced: one compiled program serves every radius up to the static `max_radius`.
 
-Two exact algorithms share the work; both pick the rank-`n // 2` element (`n` the
-disk's pixel count, always odd) of each pixel's disk on an edge-padded copy:
+Three exact algorithms share the work; each picks the rank-`n // 2` element (`n` the
+footprint's pixel count) of each pixel's footprint on an edge-padded copy:
 
 * **8-bit-valued planes** (every value is one of at most 256 levels `k / 255`, as
   uint8 data scaled to [0, 1] are) take Huang's sliding histogram: the image rows are
   vector lanes, the window slides along x adding the disk's entering and removing its
   leaving pixels (one scatter-add each), and the median is tracked from the previous
   column by walking the histogram.
+* **Small footprints** (inside `disk(3)`) of any float plane go through a sorting
+  network.
 * **Any other float plane** is mapped to order-preserving integer codes (each value's
   index in the sorted plane), and the median code is found by a radix descent on a
   wavelet matrix of every padded row: at each bit the disk's rows are counted in
@@ -32,41 +39,156 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.custom_batching import custom_vmap
 
 from jaxrobust._fusion import separately
-from jaxrobust._validation import check_image, check_level
+from jaxrobust._validation import check_image, check_level, is_traced
 
 DEFAULT_MAX_RADIUS = 19
 
 
-def disk_row_widths(radius, max_radius: int):
-    """Half-widths of the rows of `skimage.morphology.disk(radius)`.
+def _disk_rows_numpy(radius, extent: int) -> np.ndarray:
+    """`disk_footprint` of a concrete radius, from `skimage.morphology.disk` itself."""
+    from skimage.morphology import disk
+
+    fp = np.asarray(disk(radius), bool)
+    rows = np.tile(np.array([[1, 0]], np.int32), (2 * extent + 1, 1))  # empty rows
+    c = fp.shape[0] // 2
+    for j in range(fp.shape[0]):
+        cols = np.nonzero(fp[j])[0]
+        if len(cols):
+            rows[j - c + extent] = cols[0] - c, cols[-1] - c
+    return rows
+
+
+def _two_sum(a, b):
+    """`a + b` as `(s, e)` with `s + e` exact (Knuth's TwoSum)."""
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+def _split(a):
+    """float32 `a` as `hi + lo` with 12 significant bits each (Veltkamp)."""
+    c = 4097.0 * a
+    hi = c - (c - a)
+    return hi, a - hi
+
+
+def _exact_sign(terms):
+    """Sign of the exact sum of float32 arrays (Shewchuk's grow-expansion)."""
+    expansion = []
+    for t in terms:
+        q, grown = t, []
+        for comp in expansion:
+            q, h = _two_sum(q, comp)
+            grown.append(h)
+        expansion = grown + [q]
+    sign = jnp.zeros_like(terms[0])
+    for comp in expansion:  # smallest to largest: the largest nonzero decides
+        sign = jnp.where(comp != 0, jnp.sign(comp), sign)
+    return sign
+
+
+def _disk_rows_traced(radius, extent: int):
+    """`disk_footprint` of a traced radius, computed on device.
+
+    Repeats what NumPy and scikit-image compute for a radius of that dtype:
+
+    * float32 (NumPy 2): `np.arange(-r, r + 1)` is float64 with `ceil((r + 1) + r)`
+      entries (that length rounded in float32), `i - r`, all exact, and `r**2` is
+      rounded to float32, so a point is inside when `(i - r)**2 + (j - r)**2 <=
+      fl32(r * r)` exactly: decided here with error-free float32 transforms.
+    * float64 (x64 enabled): every operation rounded in float64, as NumPy does:
+      `delta = (start + 1) - start`, entries `start + i * delta` (entry 1 is `start +
+      1` itself), `x * x + y * y <= r * r`.
+    """
+    r = radius
+    dt = r.dtype
+    i = jnp.arange(2 * extent + 2)
+    dy = jnp.arange(-extent, extent + 1)
+    if dt == jnp.float32:
+        n = jnp.ceil((r + 1.0) + r).astype(jnp.int32)  # NumPy's length, in float32
+        c = n // 2
+        j = dy + c
+        x = i.astype(dt) - r  # exact: |x| < 2 ** 24 ulp(r)
+        y = x[jnp.clip(j, 0, 2 * extent + 1)]
+        xh, xl = _split(x[None, :])
+        yh, yl = _split(y[:, None])
+        terms = [xh * xh, 2.0 * xh * xl, xl * xl, yh * yh, 2.0 * yh * yl, yl * yl, -(r * r)]
+        terms = [jnp.broadcast_to(t, (len(dy), len(i))) for t in terms]
+        within = _exact_sign(terms) <= 0
+    else:
+        one = jnp.ones((), dt)
+        start = -r
+        second = start + one
+        delta = second - start
+        n = jnp.ceil((r + one) - start).astype(jnp.int32)
+        x = start + i.astype(dt) * delta
+        x = jnp.where(i == 1, second, jnp.where(i == 0, start, x))
+        c = n // 2
+        j = dy + c
+        y = x[jnp.clip(j, 0, 2 * extent + 1)]
+        within = (x * x)[None, :] + (y * y)[:, None] <= r * r
+    inside = within & (i[None, :] < n) & ((j >= 0) & (j < n))[:, None]
+    col = (i - c)[None, :]
+    big = 4 * extent + 4
+    left = jnp.min(jnp.where(inside, col, big), axis=1)
+    right = jnp.max(jnp.where(inside, col, -big), axis=1)
+    empty = left > right
+    return jnp.stack([jnp.where(empty, 1, left), jnp.where(empty, 0, right)], -1).astype(
+        jnp.int32)
+
+
+def disk_footprint(radius, max_radius: int = 19):
+    """The rows of `skimage.morphology.disk(radius)` as `scipy.ndimage` places it.
+
+    `disk(r)` is `X**2 + Y**2 <= r**2` on the grid `np.arange(-r, r + 1)`, evaluated in
+    `r`'s own dtype, and `scipy.ndimage` (hence `skimage.filters.median`) aligns its
+    element `size // 2` with the output pixel. A whole radius gives the familiar
+    symmetric disk; a float one may lose boundary points, or be even-sized and sit one
+    pixel off-centre (`disk(16.000000000000004)` is 34 x 34).
 
     Args:
-        radius: integer radius, may be traced; `0 <= radius <= max_radius`.
-        max_radius: static bound that sizes the output.
+        radius: a float radius in `[0, max_radius + 0.5]`. A concrete one (a Python or
+            NumPy number) is evaluated by scikit-image itself, in its own precision
+            (float64 for a Python float); a traced one on device, in its dtype
+            (float32 unless x64 is enabled), operation for operation as NumPy does.
+        max_radius: the static bound; the footprint fits in offsets
+            `-(max_radius + 1) .. max_radius + 1`.
 
     Returns:
-        `(half_width, inside)`, both of shape `(2 * max_radius + 1,)` indexed by the
-        row offset `dy + max_radius`: row `dy` of the disk covers columns
-        `-half_width[dy] .. half_width[dy]` when `inside[dy]`, and nothing otherwise.
-        `disk(r)` holds the points with `dx**2 + dy**2 <= r**2`.
+        int32 `(2 * max_radius + 3, 2)`: for row offset `dy` (index `dy + max_radius +
+        1`) the column offsets `left, right` it covers; `left > right` for an empty row.
+        Pass it to `median_blur` as the level to filter with exactly this footprint (a
+        traced footprint keeps a float64 radius exact where a traced float32 would
+        round it).
     """
-    dy = jnp.arange(-max_radius, max_radius + 1, dtype=jnp.int32)
-    room = radius * radius - dy * dy
-    w = jnp.floor(jnp.sqrt(jnp.maximum(room, 0).astype(jnp.float32))).astype(jnp.int32)
-    # integer square root: fix the float estimate by one in either direction
-    w = jnp.where((w + 1) * (w + 1) <= room, w + 1, w)
-    w = jnp.where(w * w > room, w - 1, w)
-    return jnp.maximum(w, 0), room >= 0
+    extent = int(max_radius) + 1
+    if is_traced(radius):
+        return _disk_rows_traced(jnp.asarray(radius), extent)
+    value = np.asarray(radius)
+    if value.ndim != 0 or value.dtype.kind not in "fiu":
+        raise ValueError(f"disk_footprint: radius must be a real scalar, got {radius!r}.")
+    if value.dtype.kind != "f":
+        value = value.astype(np.float64)
+    if not (0 <= value <= max_radius + 0.5):
+        raise ValueError(f"disk_footprint: radius must lie in [0, {max_radius + 0.5:g}] "
+                         f"(max_radius {max_radius} + 0.5), got {float(value)!r}.")
+    return jnp.asarray(_disk_rows_numpy(value[()], extent))
 
 
-def _rank_and_size(radius, max_radius):
-    w, inside = disk_row_widths(radius, max_radius)
-    n = jnp.sum(jnp.where(inside, 2 * w + 1, 0))
-    return w, inside, n // 2
+def _footprint_stats(rows):
+    """`(left, right, inside, rank, extent)` of `(..., D, 2)` rows (D = 2E + 1)."""
+    left, right = rows[..., 0], rows[..., 1]
+    inside = left <= right
+    n = jnp.sum(jnp.where(inside, right - left + 1, 0), axis=-1)
+    E = (rows.shape[-2] - 1) // 2
+    dy = jnp.broadcast_to(jnp.abs(jnp.arange(-E, E + 1)), left.shape)
+    reach = jnp.max(jnp.where(inside, jnp.maximum(dy, jnp.maximum(-left, right)), 0), axis=-1)
+    return left, right, inside, n // 2, n, reach
 
 
 # --------------------------------------------------------------------------------------
@@ -82,15 +204,18 @@ _CHUNK = 1
 _BUCKETS = (5, 10)
 
 
-def _huang_planes(codes, radius, max_radius: int):
-    """Medians of `(P, H, W)` int32 code planes in [0, 255] with radii `(P,)`.
+def _huang_planes(codes, rows, max_radius: int):
+    """Medians of `(P, H, W)` int32 code planes in [0, 255] with footprints `(P, D, 2)`.
+
+    `rows` are `disk_footprint` rows cut to offsets `-max_radius .. max_radius`
+    (`D = 2 * max_radius + 1`).
 
     Every image row of every plane is a lane with its own 256-bin int16 histogram,
     stored bins-major (`bin * L + lane`) so that the search runs across lanes as
     plain vector arithmetic.
     The window starts around column 0 and slides right: each step adds the `2R + 1`
     entering and removes the `2R + 1` leaving pixels with one flat scatter-add (the
-    disk rows a smaller radius leaves out add zero), then finds the rank-`k` bin
+    rows a footprint leaves out add zero), then finds the rank-`k` bin
     through 16 coarse bins and the 16 fine bins of the chosen coarse bin, with no
     data-dependent loop. The moving pixels' histogram positions are cut out of the
     padded plane with one dynamic slice per disk row and laid out step-major before the
@@ -101,9 +226,8 @@ def _huang_planes(codes, radius, max_radius: int):
     L = P * H
     D = 2 * R + 1
     p = jnp.pad(codes, ((0, 0), (R, R), (R, R)), mode="edge")
-    w, inside = jax.vmap(lambda r: disk_row_widths(r, R))(radius)  # (P, D)
-    n = jnp.sum(jnp.where(inside, 2 * w + 1, 0), axis=1)
-    k = jnp.broadcast_to((n // 2)[:, None], (P, H)).reshape(L).astype(jnp.int16)
+    left, right, inside, rank, _, _ = _footprint_stats(rows)  # (P, D) x3, (P,)
+    k = jnp.broadcast_to(rank[:, None], (P, H)).reshape(L).astype(jnp.int16)
 
     # Histogram positions `value * L + lane`, lanes minor (XLA's CPU backend
     # vectorises a loop along its output's minor axis; with a disk row or 1 there,
@@ -125,11 +249,13 @@ def _huang_planes(codes, radius, max_radius: int):
         return lax.scatter_add(hist, idx.reshape(-1, 1), weight, dims,
                                mode=lax.GatherScatterMode.PROMISE_IN_BOUNDS)
 
-    # Histogram of every lane's disk around column 0: on the edge-padded plane disk
-    # row dy covers the image columns 0 .. w, column 0 `w + 1` times.
+    # Histogram of every lane's footprint around column 0: on the edge-padded plane row
+    # dy covers image columns max(left, 0) .. right, column 0 once for every offset
+    # left .. min(right, 0).
     cols = jnp.arange(R + 1)[None, :, None]
-    hw = w[:, None, :]  # (P, 1, D)
-    weight = jnp.where(inside[:, None, :] & (cols <= hw), jnp.where(cols == 0, hw + 1, 1), 0)
+    lo, hi = left[:, None, :], right[:, None, :]  # (P, 1, D)
+    weight = jnp.where(cols == 0, jnp.maximum(jnp.minimum(hi, 0) - lo + 1, 0),
+                       (cols >= lo) & (cols <= hi))  # (P, R + 1, D)
     window = jnp.concatenate([q[:, R: 2 * R + 1, :, dy: dy + H] - dy for dy in range(D)], 2)
     weight = separately(lambda wt: jnp.broadcast_to(wt[..., None].astype(jnp.int16),
                                                      window.shape).reshape(-1), weight)
@@ -161,17 +287,18 @@ def _huang_planes(codes, radius, max_radius: int):
             f = f + (run <= k).astype(jnp.int16)
         return c.astype(jnp.int32) * 16 + f.astype(jnp.int32)
 
-    # The pixels entering (column x + w + 1) and leaving (column x - w) each row of the
-    # disk as the window moves from x - 1 to x, for x = 1 .. W - 1: a (W - 1, 2D * L)
-    # array of positions, one contiguous row per step.
-    def plane_moves(q, half_width):  # (W + 2R, 1, H + 2R) -> (W - 1, 2D, H)
-        enter = [lax.dynamic_slice(q, (R + half_width[dy] + 1, 0, dy), (W - 1, 1, H)) - dy
+    # The pixels entering (column x + right) and leaving (column x - 1 + left) each row
+    # of the footprint as the window moves from x - 1 to x, for x = 1 .. W - 1: a
+    # (W - 1, 2D * L) array of positions, one contiguous row per step.
+    def plane_moves(q, left, right):  # (W + 2R, 1, H + 2R) -> (W - 1, 2D, H)
+        enter = [lax.dynamic_slice(q, (R + right[dy] + 1, 0, dy), (W - 1, 1, H)) - dy
                  for dy in range(D)]
-        leave = [lax.dynamic_slice(q, (R - half_width[dy], 0, dy), (W - 1, 1, H)) - dy
+        leave = [lax.dynamic_slice(q, (R + left[dy], 0, dy), (W - 1, 1, H)) - dy
                  for dy in range(D)]
         return jnp.concatenate(enter + leave, 1)
 
-    moves = jax.vmap(plane_moves)(q, w)  # (P, W - 1, 2D, H)
+    # (empty rows move nothing: their sign is 0; keep their slices in range)
+    moves = jax.vmap(plane_moves)(q, jnp.where(inside, left, 0), jnp.where(inside, right, 0))
     moves = moves.transpose(1, 2, 0, 3).reshape(W - 1, -1)
     sign = jnp.concatenate([jnp.ones((D,), jnp.int16), -jnp.ones((D,), jnp.int16)])
     signs = jnp.where(jnp.concatenate([inside, inside], 1), sign, 0).astype(jnp.int16)
@@ -187,26 +314,35 @@ def _huang_planes(codes, radius, max_radius: int):
     return meds.T.reshape(P, H, W)
 
 
-def _huang_chunked(codes, radius, max_radius: int):
+def _huang_chunked(codes, rows, max_radius: int):
     P = codes.shape[0]
+    E = (rows.shape[1] - 1) // 2
+    rows = rows[:, E - max_radius: E + max_radius + 1]
     pad = (-P) % _CHUNK
     if pad:
         codes = jnp.concatenate([codes, jnp.broadcast_to(codes[:1], (pad,) + codes.shape[1:])])
-        radius = jnp.concatenate([radius, jnp.broadcast_to(radius[:1], (pad,))])
+        rows = jnp.concatenate([rows, jnp.broadcast_to(rows[:1], (pad,) + rows.shape[1:])])
     out = lax.map(
         lambda args: _huang_planes(*args, max_radius=max_radius),
-        (codes.reshape((-1, _CHUNK) + codes.shape[1:]), radius.reshape(-1, _CHUNK)),
+        (codes.reshape((-1, _CHUNK) + codes.shape[1:]),
+         rows.reshape((-1, _CHUNK) + rows.shape[1:])),
     )
     return out.reshape((-1,) + codes.shape[1:])[:P]
 
 
-def _median_8bit(planes, radius, max_radius):
-    """(P, H, W) float planes whose values are 8-bit levels -> exact medians."""
+def _median_8bit(planes, rows):
+    """(P, H, W) float planes whose values are 8-bit levels -> exact medians.
+
+    The sliding histogram runs at the smallest static reach that holds every plane's
+    footprint: the buckets 5, 10, the largest whole radius and one more (the float
+    radii whose disk is even-sized reach one pixel further on one side).
+    """
     codes, lut = _codes_and_lut(planes)
-    buckets = [b for b in _BUCKETS if b < max_radius] + [max_radius]
+    E = (rows.shape[1] - 1) // 2
+    buckets = [b for b in _BUCKETS if b < E - 1] + [E - 1, E]
     branches = [functools.partial(_huang_chunked, max_radius=b) for b in buckets]
-    which = jnp.searchsorted(jnp.asarray(buckets), jnp.max(radius))
-    med = lax.switch(which, branches, codes, radius)
+    which = jnp.searchsorted(jnp.asarray(buckets), jnp.max(_footprint_stats(rows)[-1]))
+    med = lax.switch(which, branches, codes, rows)
     return jnp.take_along_axis(lut, med.reshape(med.shape[0], -1), axis=1).reshape(planes.shape)
 
 
@@ -262,29 +398,46 @@ def _batcher_pairs(n: int) -> list[tuple[int, int]]:
     return list(sort(0, n - 1))
 
 
-def _network_planes(planes, radius):
-    """Exact medians of `(P, H, W)` float planes for radii `(P,)` up to 3.
+def _network_planes(planes, rows):
+    """Exact medians of `(P, H, W)` float planes whose footprints lie inside disk(3).
 
-    The 29 pixels of disk(3) are the network's inputs; those outside disk(r) are set
-    to -inf and +inf in mirror-image pairs and the 3 spare inputs to -inf, +inf, +inf,
-    so that the median of disk(r) always lands at sorted position 15.
+    The 29 pixels of disk(3) are the network's inputs; of those outside a plane's
+    footprint and the 3 spare inputs, the first `16 - n // 2` become -inf and the rest
+    +inf, so that the rank-`n // 2` element of the `n` footprint pixels always lands at
+    sorted position 16.
     """
     R = _NETWORK_RADIUS
     P, H, W = planes.shape
+    E = (rows.shape[1] - 1) // 2
+    left, right, inside, rank, _, _ = _footprint_stats(rows)
     p = jnp.pad(planes, ((0, 0), (R, R), (R, R)), mode="edge")
     offsets = [(dy, dx) for dy in range(-R, R + 1) for dx in range(-R, R + 1)
                if dy * dy + dx * dx <= R * R]
-    r2 = (radius * radius)[:, None, None]
-    values = []
-    for dy, dx in offsets:
-        v = p[:, R + dy: R + dy + H, R + dx: R + dx + W]
-        fill = -jnp.inf if (dy, dx) < (0, 0) else jnp.inf
-        values.append(jnp.where(dy * dy + dx * dx <= r2, v, fill))
-    values += [jnp.full_like(planes, -jnp.inf), jnp.full_like(planes, jnp.inf),
-               jnp.full_like(planes, jnp.inf)]
+    member = [inside[:, E + dy] & (left[:, E + dy] <= dx) & (dx <= right[:, E + dy])
+              for dy, dx in offsets] + [jnp.zeros((P,), bool)] * (_NETWORK_SIZE - len(offsets))
+    member = jnp.stack(member, 1)  # (P, 32)
+    outside = jnp.cumsum(~member, axis=1) - 1  # index of each filler among the fillers
+    low = (~member) & (outside < (16 - rank)[:, None])
+    values = [p[:, R + dy: R + dy + H, R + dx: R + dx + W] for dy, dx in offsets]
+    values += [planes] * (_NETWORK_SIZE - len(offsets))
+    values = [jnp.where(member[:, t, None, None], v,
+                        jnp.where(low[:, t, None, None], -jnp.inf, jnp.inf))
+              for t, v in enumerate(values)]
     for i, j in _batcher_pairs(_NETWORK_SIZE):
         values[i], values[j] = jnp.minimum(values[i], values[j]), jnp.maximum(values[i], values[j])
-    return values[(_NETWORK_SIZE - len(offsets) - 1) // 2 + (len(offsets) - 1) // 2]
+    return values[16]
+
+
+def _fits_network(rows):
+    """Whether every footprint lies inside disk(3) (the sorting network's inputs)."""
+    E = (rows.shape[-2] - 1) // 2
+    dy = jnp.arange(-E, E + 1)
+    left, right, inside, _, _, _ = _footprint_stats(rows)
+    room = jnp.where(jnp.abs(dy) <= _NETWORK_RADIUS,
+                     jnp.floor(jnp.sqrt(jnp.maximum(9 - dy * dy, 0).astype(jnp.float32))), -1)
+    room = jnp.broadcast_to(room, left.shape)
+    ok = ~inside | ((-left <= room) & (right <= room))
+    return jnp.all(ok)
 
 
 # --------------------------------------------------------------------------------------
@@ -292,13 +445,13 @@ def _network_planes(planes, radius):
 # --------------------------------------------------------------------------------------
 
 
-def _wavelet_plane(codes, radius, max_radius: int, bits: int):
-    """Median of one `(H, W)` int32 plane of codes in [0, 2**bits)."""
-    R = max_radius
+def _wavelet_plane(codes, rows, bits: int):
+    """Median of one `(H, W)` int32 plane of codes in [0, 2**bits), footprint `(D, 2)`."""
+    R = (rows.shape[0] - 1) // 2
     H, W = codes.shape
     p = jnp.pad(codes, R, mode="edge")
     Hp, Wp = p.shape
-    w, inside, k = _rank_and_size(radius, R)
+    left, right, inside, k, _, _ = _footprint_stats(rows)
 
     # Per level (top bit first): zeros[b][row, i] = number of 0 bits among the first i
     # elements of that row's sequence at level b; the next level's sequence is the
@@ -318,8 +471,8 @@ def _wavelet_plane(codes, radius, max_radius: int, bits: int):
     dy = jnp.arange(-R, R + 1)
     row = jnp.arange(H)[None, :, None] + dy[:, None, None] + R  # (D, H, 1)
     x = jnp.arange(W)[None, None, :]
-    lo = jnp.broadcast_to(x + R - w[:, None, None], (2 * R + 1, H, W))
-    hi = jnp.where(inside[:, None, None], x + R + w[:, None, None] + 1, lo)
+    lo = jnp.broadcast_to(x + R + jnp.where(inside, left, 0)[:, None, None], (2 * R + 1, H, W))
+    hi = jnp.where(inside[:, None, None], x + R + right[:, None, None] + 1, lo)
     row_base = row * (Wp + 1)
     rank = jnp.full((H, W), k, jnp.int32)
     med = jnp.zeros((H, W), jnp.int32)
@@ -338,81 +491,101 @@ def _wavelet_plane(codes, radius, max_radius: int, bits: int):
     return med
 
 
-def _median_general(planes, radius, max_radius):
+def _median_general(planes, rows):
     B, H, W = planes.shape
     bits = max(1, math.ceil(math.log2(H * W)))
     flat = planes.reshape(B, -1)
     ordered = jnp.sort(flat, axis=1)
     codes = jax.vmap(lambda s, v: jnp.searchsorted(s, v, side="left"))(ordered, flat)
     codes = codes.astype(jnp.int32).reshape(B, H, W)
-    plane_fn = functools.partial(_wavelet_plane, max_radius=max_radius, bits=bits)
-    med = jax.vmap(plane_fn)(codes, radius)
+    med = jax.vmap(functools.partial(_wavelet_plane, bits=bits))(codes, rows)
     return jnp.take_along_axis(ordered, med.reshape(B, -1), axis=1).reshape(B, H, W)
 
 
-@functools.partial(jax.jit, static_argnums=2)
-def _median_planes(planes, radius, max_radius):
-    """Dispatches a flat batch of planes: network for small radii, else by value kind."""
-    if max_radius <= _NETWORK_RADIUS:
-        return _network_planes(planes, radius)
-    branches = [
-        functools.partial(_median_general, max_radius=max_radius),
-        functools.partial(_median_8bit, max_radius=max_radius),
-        lambda planes, radius: _network_planes(planes, radius),
-    ]
-    small = jnp.max(radius) <= _NETWORK_RADIUS
-    which = jnp.where(small, 2, _is_8bit(planes).astype(jnp.int32))
-    return lax.switch(which, branches, planes, radius)
+@jax.jit
+def _median_planes(planes, rows):
+    """Dispatches a flat batch of planes: network for small footprints, else by value kind."""
+    branches = [_median_general, _median_8bit, _network_planes]
+    which = jnp.where(_fits_network(rows), 2, _is_8bit(planes).astype(jnp.int32))
+    return lax.switch(which, branches, planes, rows)
 
 
 @functools.cache
-def _batched_median(max_radius: int):
-    """A `(B, H, W), (B,) -> (B, H, W)` median whose vmap folds into its batch axis."""
+def _batched_median():
+    """A `(B, H, W), (B, D, 2) -> (B, H, W)` median whose vmap folds into its batch axis."""
 
     @custom_vmap
-    def median(planes, radius):
-        return _median_planes(planes, radius, max_radius)
+    def median(planes, rows):
+        return _median_planes(planes, rows)
 
     @median.def_vmap
-    def _fold(axis_size, in_batched, planes, radius):
-        planes_batched, radius_batched = in_batched
+    def _fold(axis_size, in_batched, planes, rows):
+        planes_batched, rows_batched = in_batched
         if not planes_batched:
             planes = jnp.broadcast_to(planes, (axis_size,) + planes.shape)
-        if not radius_batched:
-            radius = jnp.broadcast_to(radius, (axis_size,) + radius.shape)
-        out = median(planes.reshape((-1,) + planes.shape[2:]), radius.reshape(-1))
+        if not rows_batched:
+            rows = jnp.broadcast_to(rows, (axis_size,) + rows.shape)
+        out = median(planes.reshape((-1,) + planes.shape[2:]), rows.reshape((-1,) + rows.shape[2:]))
         return out.reshape(planes.shape), True
 
     return median
 
 
 def median_blur(key, image, radius, *, max_radius: int = DEFAULT_MAX_RADIUS):
-    """Median over a disk footprint, bit-exact to scikit-image.
+    """Median over a disk footprint, bit-exact to scikit-image for any float radius.
 
     Matches `skimage.filters.median(image[..., c], skimage.morphology.disk(radius),
-    mode='nearest')` for every channel `c`, bit for bit.
+    mode='nearest')` for every channel `c`, bit for bit, with `disk` evaluated as
+    `disk_footprint` says: a concrete radius in its own precision (a Python float in
+    float64, so `median_blur(k, x, 5.999999999999999)` is the study's 111-pixel disk),
+    a traced radius in its dtype (float32 by default: exact to `disk(np.float32(r))`).
+    To trace a radius that float32 cannot hold, trace its footprint instead:
+    `median_blur(k, x, disk_footprint(r))` (what the sweep does).
 
     Args:
         key: unused (the kernel is deterministic); kept for the kernel signature.
         image: `(H, W, C)` float image in [0, 1].
-        radius: disk radius in pixels, an integer in `[0, max_radius]` (a float is
-            rounded to the nearest integer). May be traced: every radius shares one
-            compiled program. A traced radius out of range gives an all-NaN image.
-        max_radius: static largest radius; the cost grows with it.
+        radius: disk radius in pixels, a float in `[0, max_radius + 0.5]`, or an int32
+            `(2 * max_radius + 3, 2)` footprint from `disk_footprint`. Either may be
+            traced: every radius shares one compiled program. A traced radius out of
+            range, or one whose disk is empty (`0 < r < 0.59`: the grid misses the
+            centre), gives an all-NaN image; a concrete one raises.
+        max_radius: static largest whole radius; the cost grows with it.
 
     Returns:
         The filtered `(H, W, C)` image, same dtype as `image`.
+
+    Raises:
+        ValueError: a concrete radius out of range or with an empty disk, a footprint
+            of the wrong shape, or a bad `max_radius`.
     """
     del key
     image = check_image(image, fn="median_blur")
     if int(max_radius) != max_radius or max_radius < 0:
         raise ValueError(f"median_blur: max_radius must be a non-negative int, got {max_radius}.")
-    radius, ok = check_level(
-        radius, fn="median_blur", what="disk radius in pixels", low=0, high=max_radius
-    )
-    r = jnp.clip(jnp.round(radius), 0, max_radius).astype(jnp.int32)
-    H, W, C = image.shape
+    max_radius = int(max_radius)
+    D = 2 * max_radius + 3
+    if np.ndim(radius) == 2:
+        if np.shape(radius) != (D, 2):
+            raise ValueError(f"median_blur: a footprint level must have shape ({D}, 2) "
+                             f"(disk_footprint(r, max_radius={max_radius})), got "
+                             f"{np.shape(radius)}.")
+        rows, ok = jnp.asarray(radius, jnp.int32), True
+    elif is_traced(radius):
+        radius, ok = check_level(radius, fn="median_blur", what="disk radius in pixels",
+                                 low=0, high=max_radius + 0.5, dtype=radius.dtype)
+        rows = disk_footprint(jnp.clip(radius, 0, max_radius + 0.5), max_radius)
+    else:
+        check_level(radius, fn="median_blur", what="disk radius in pixels", low=0,
+                    high=max_radius + 0.5)
+        rows, ok = disk_footprint(np.asarray(radius)[()], max_radius), True
+    n = _footprint_stats(rows)[4]
+    if not is_traced(n) and int(n) == 0:
+        raise ValueError(f"median_blur: disk({radius}) is empty (radii between 0 and about "
+                         "0.59 miss the grid's centre); use radius 0 or at least 0.6.")
+    ok = ok & (n > 0)
+    C = image.shape[-1]
     planes = jnp.moveaxis(image, -1, 0)
-    out = _batched_median(int(max_radius))(planes, jnp.broadcast_to(r, (C,)))
+    out = _batched_median()(planes, jnp.broadcast_to(rows, (C,) + rows.shape))
     out = jnp.moveaxis(out, 0, -1)
     return jnp.where(ok, out, jnp.nan).astype(image.dtype)

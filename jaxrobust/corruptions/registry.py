@@ -4,7 +4,9 @@ ImageNet-C / MedMNIST-C severity tables.
 Each corruption's level is either a physical parameter (pixels, a noise sigma, a JPEG
 quality...) or, for the corruptions whose parameters come in tuples, ImageNet-C's
 severity itself (continuous in [0, 5]). `severity(name, s)` converts a (fractional)
-severity into the level either way, `seed_levels(name)` gives the default sweep.
+severity into the level either way, `seed_levels(name, protocol=...)` gives the default
+sweep: `continuous` (the study's schedule as a continuous zoom / whole radii, today's
+default) or `study` (the levels the study's own float64 loop produced).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 from jaxrobust.corruptions import blur, digital, weather
 from jaxrobust.corruptions._ops import IMAGENET_C_SIZE
 from jaxrobust.corruptions.geometric import scale_up
-from jaxrobust.corruptions.median import DEFAULT_MAX_RADIUS, median_blur
+from jaxrobust.corruptions.median import DEFAULT_MAX_RADIUS, disk_footprint, median_blur
 from jaxrobust.corruptions.noise import gaussian_noise, impulse_noise, shot_noise, speckle_noise
 
 #: Image side (pixels) the study's schedules were written for: 224 - 50.
@@ -37,13 +39,21 @@ class Corruption:
         aliases: other accepted names.
         seed_schedule: the study's levels for a 174-pixel image (None: the default
             sweep is severities 0 .. 5 in steps of 0.25).
-        family: "study", "noise", "blur", "weather", "digital" or "medical".
+        family: ImageNet-C's grouping, "noise", "blur", "weather" or "digital" (the
+            paper's: brightness is weather), "medical" (MedMNIST-C's additions), or
+            "study" for the study's crop and median blur, which ImageNet-C lacks.
+        study: one of the corruption study's three corruptions (`names("study")`);
+            gaussian_noise is both that and ImageNet-C noise.
         severities: the level at ImageNet-C's (or MedMNIST-C's) severities 1..5 for a
             224-pixel image; `(1, 2, 3, 4, 5)` where the level is the severity.
         identity_level: the level that leaves the image unchanged (severity 0).
         size_scaled: the level is in pixels and `severity()` scales it with the image.
         min_level: smallest valid level.
         source: where the corruption and its table come from.
+        encode: host levels (float64, `(L,)`) -> the traced array the sweep passes
+            to `apply` per level; None: the levels as float32. The median's float radii
+            travel as their exact footprints (`disk_footprint`), which float32 could
+            not hold.
     """
 
     name: str
@@ -54,11 +64,13 @@ class Corruption:
     aliases: tuple[str, ...] = ()
     seed_schedule: Callable[[], np.ndarray] | None = None
     family: str = "study"
+    study: bool = False
     severities: tuple[float, ...] | None = None
     identity_level: float = 0.0
     size_scaled: bool = False
     min_level: float = 0.0
     source: str = "the corruption study"
+    encode: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 def _crop_schedule() -> np.ndarray:
@@ -94,19 +106,25 @@ register(Corruption(
     name="scale_up", apply=scale_up, label="Crop",
     level_meaning="pixels cropped from each side, then resized back",
     max_level=lambda h, w: (min(h, w) - 1) / 2, aliases=("crop",),
-    seed_schedule=_crop_schedule,
+    seed_schedule=_crop_schedule, study=True,
 ))
+def _footprints(levels: np.ndarray) -> np.ndarray:
+    return np.stack([np.asarray(disk_footprint(r)) for r in np.asarray(levels, np.float64)])
+
+
 register(Corruption(
     name="median_blur", apply=median_blur, label="Blur",
-    level_meaning="radius in pixels of the median's disk footprint (integer)",
-    max_level=lambda h, w: float(DEFAULT_MAX_RADIUS), aliases=("blur",),
-    seed_schedule=_blur_schedule,
+    level_meaning="radius in pixels of the median's disk footprint, skimage's disk(r) "
+                  "(any float)",
+    max_level=lambda h, w: DEFAULT_MAX_RADIUS + 0.5, aliases=("blur",),
+    seed_schedule=_blur_schedule, encode=_footprints, study=True,
 ))
 register(Corruption(
     name="gaussian_noise", apply=gaussian_noise, label="Noise",
     level_meaning="standard deviation of additive Gaussian noise, clipped to [0, 1]",
     max_level=lambda h, w: 1.0, aliases=("noise",),
     seed_schedule=_noise_schedule, severities=(0.08, 0.12, 0.18, 0.26, 0.38),
+    family="noise", study=True, source="the corruption study; ImageNet-C",
 ))
 
 _SEVERITY = (1.0, 2.0, 3.0, 4.0, 5.0)
@@ -152,7 +170,7 @@ _suite("fog", weather.fog, "Fog", _SEVERITY_MEANING, "weather", _SEVERITY, top=5
 _suite("spatter", weather.spatter, "Spatter", _SEVERITY_MEANING, "weather", _SEVERITY,
        top=5.0, source="ImageNet-C (validation set)")
 _suite("brightness", digital.brightness, "Brightness",
-       "offset added to the HSV value (intensity for gray)", "digital",
+       "offset added to the HSV value (intensity for gray)", "weather",
        (0.1, 0.2, 0.3, 0.4, 0.5), top=1.0, low=-1.0)
 _suite("contrast", digital.contrast, "Contrast",
        "contrast factor about the channel mean (1 = unchanged)", "digital",
@@ -184,10 +202,12 @@ def names(family: str | None = None) -> list[str]:
     """Canonical names of the registered corruptions, in registration order.
 
     Args:
-        family: only this family ("study", "noise", "blur", "weather", "digital",
-            "medical"); `None` for all.
+        family: only this family ("noise", "blur", "weather", "digital", "medical",
+            ImageNet-C's grouping), or "study" for the corruption study's three
+            (scale_up, median_blur, gaussian_noise); `None` for all.
     """
-    return [n for n, c in _REGISTRY.items() if family is None or c.family == family]
+    return [n for n, c in _REGISTRY.items()
+            if family is None or c.family == family or (family == "study" and c.study)]
 
 
 def get(name: str) -> Corruption:
@@ -231,25 +251,103 @@ def severity(name: str, s, *, image_size: int = IMAGENET_C_SIZE) -> np.ndarray:
     return np.interp(s, np.arange(6, dtype=np.float32), table).astype(np.float32)
 
 
-def seed_levels(name: str, *, image_size: int = SEED_IMAGE_SIZE) -> np.ndarray:
-    """The corruption study's levels for `name`, as a float32 array.
+PROTOCOLS = ("continuous", "study")
+_STUDY_STEPS = {"scale_up": 50, "median_blur": 20, "gaussian_noise": 50}
 
-    * `scale_up`: 50 steps, `4 * (0.06 + 0.11 k)` pixels per side (0.24 .. 21.8).
-    * `median_blur`: 20 steps, disk radius `k` (0 .. 19).
-    * `gaussian_noise`: 50 steps, sigma `0.0025 k` (0 .. 0.1225).
-    * every other corruption: 21 steps, `severity(name, s)` for s = 0, 0.25, .., 5.
 
-    The pixel-valued schedules were written for 174-pixel images. For another
-    `image_size` they are scaled by `image_size / 174` so that the corruption is the
-    same relative to the image (blur radii are then rounded to integers); noise sigma
-    does not depend on size.
+def study_intensities(name: str) -> np.ndarray:
+    """The `intensity` values of the study's loop for one of its corruptions (float64).
+
+    The loop starts at `intensity = -0.05` and adds 0.05 per step (50 crop, 20 blur,
+    50 noise steps); for the crop it adds 0.06 more per step. The sums accumulate in
+    float64, exactly as here, so that e.g. blur step 7 has `intensity / 0.05 ==
+    6.999999999999999`.
     """
+    canonical = get(name).name
+    if canonical not in _STUDY_STEPS:
+        raise ValueError(f"{canonical} is not one of the study's corruptions "
+                         f"({', '.join(_STUDY_STEPS)}).")
+    out, intensity = [], -0.05
+    for _ in range(_STUDY_STEPS[canonical]):
+        intensity = intensity + 0.05
+        if canonical == "scale_up":
+            intensity = intensity + 0.06
+        out.append(intensity)
+    return np.asarray(out, np.float64)
+
+
+def _study_levels(name: str, image_size: int) -> np.ndarray:
+    intensity = study_intensities(name)
+    scale = image_size / SEED_IMAGE_SIZE
+    if name == "scale_up":
+        # sk.util.crop's widths went through numpy's _as_pairs(..., as_index=True):
+        # np.round (half to even) to whole pixels
+        return np.round(intensity * 4 * scale) if scale != 1 else np.round(intensity * 4)
+    if name == "median_blur":
+        radius = intensity / 0.05
+        if scale == 1:
+            return radius
+        # disk(r) is empty for 0 < r < 0.59 (its grid misses the centre), which
+        # scikit-image cannot filter with: scaled radii below 1 round to 0 or 1
+        radius = radius * scale
+        return np.where(radius < 1, np.round(radius), radius)
+    return intensity / 20.0  # gaussian_noise: sigma
+
+
+def seed_levels(name: str, *, image_size: int = SEED_IMAGE_SIZE,
+                protocol: str = "continuous") -> np.ndarray:
+    """The default sweep levels of corruption `name`.
+
+    `protocol="study"` gives what the study's float64 loop computed (float64 array):
+
+    * `scale_up`: 50 steps, whole pixels per side `round(4 * intensity)` (NumPy's
+      half-to-even rounding, as `sk.util.crop` applied it): 0, 1, 1, 2, 2, 2, 3 .. 22.
+    * `median_blur`: 20 steps, the float radius `intensity / 0.05` (0.0, 1.0, 2.0,
+      3.0000000000000004, .., 5.999999999999999, .., 19.000000000000004), whose
+      `disk` is what the study filtered with.
+    * `gaussian_noise`: 50 steps, sigma `intensity / 20`.
+
+    For another `image_size` the study protocol scales the pixel-valued intensities by
+    `image_size / 174` before the study's own conversion: crop widths are
+    `round(4 * intensity * s)` (still whole pixels), radii `intensity / 0.05 * s` (still
+    float radii with `disk`'s float grid, except that radii below 1 round to 0 or 1:
+    `disk(r)` is empty for `0 < r < 0.59`); sigma does not depend on size.
+
+    `protocol="continuous"` (the default, float32) is the study's schedule as a
+    continuous family: `scale_up` `4 * (0.06 + 0.11 k)` pixels per side (fractional:
+    a continuous zoom, 0.24 .. 21.8), `median_blur` radius `k` (0 .. 19, whole),
+    `gaussian_noise` sigma `0.0025 k`; pixel levels scaled by `image_size / 174` (radii
+    then rounded).
+
+    Every other corruption, either protocol: 21 steps, `severity(name, s)` for s = 0,
+    0.25, .., 5.
+
+    Raises:
+        ValueError: unknown corruption or protocol.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}.")
     corruption = get(name)
     if corruption.seed_schedule is None:
         return severity(name, np.linspace(0.0, 5.0, 21), image_size=image_size)
+    if protocol == "study":
+        return _study_levels(corruption.name, image_size)
     levels = corruption.seed_schedule()
     if image_size != SEED_IMAGE_SIZE and corruption.name != "gaussian_noise":
         levels = levels * (image_size / SEED_IMAGE_SIZE)
         if corruption.name == "median_blur":
             levels = np.round(levels)
     return levels.astype(np.float32)
+
+
+def kernel_levels(name: str, levels) -> np.ndarray:
+    """What the sweep passes to corruption `name`'s kernel for each of `levels`.
+
+    float32 levels, or the corruption's own encoding of them (the median's exact
+    footprints: a float64 radius such as 7.999999999999999 is not a float32).
+    """
+    corruption = get(name)
+    levels = np.asarray(levels, np.float64)
+    if corruption.encode is None:
+        return levels.astype(np.float32)
+    return corruption.encode(levels)

@@ -46,6 +46,57 @@ def _resize(image: np.ndarray, size: int) -> np.ndarray:
                   preserve_range=True)
 
 
+def _linear_axis(n_in: int, n_out: int):
+    # cv2's INTER_LINEAR source coordinate, clamped to the image (no anti-aliasing)
+    u = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
+    lo = np.floor(u).astype(np.int64)
+    return lo, np.minimum(lo + 1, n_in - 1), u - lo
+
+
+def resize_linear(image: np.ndarray, size: int) -> np.ndarray:
+    """`cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)` in NumPy.
+
+    Bilinear with half-pixel centres and edge clamping, no anti-aliasing when it
+    shrinks (cv2's rule). `image`: `(H, W)` or `(H, W, C)` float; float64 out. Agrees
+    with cv2 to about 1e-6 (cv2 rounds its weights to float32).
+    """
+    image = np.asarray(image, np.float64)
+    y0, y1, fy = _linear_axis(image.shape[0], size)
+    x0, x1, fx = _linear_axis(image.shape[1], size)
+    shape = (-1, 1) + (1,) * (image.ndim - 2)
+    rows = image[y0] * (1 - fy).reshape(shape) + image[y1] * fy.reshape(shape)
+    shape = (1, -1) + (1,) * (image.ndim - 2)
+    return rows[:, x0] * (1 - fx).reshape(shape) + rows[:, x1] * fx.reshape(shape)
+
+
+def read_image_as_study(path: str, size: int) -> np.ndarray:
+    """One file loaded as the corruption study loaded it: `(size, size, 1)` float64.
+
+    `skimage.io.imread(path, as_gray=True)` (colour files become float64 gray through
+    `rgb2gray`; a gray 8-bit file, which `imread` leaves as integers, is scaled to
+    [0, 1] here so that every image is on the study's float scale), then
+    `cv2.resize(..., (size, size))` with INTER_LINEAR (`resize_linear`), and no 8-bit
+    re-quantisation.
+
+    Raises:
+        ValueError: unreadable file, or NaN / inf pixels.
+    """
+    from skimage import io
+
+    try:
+        image = np.asarray(io.imread(path, as_gray=True))
+    except Exception as e:  # noqa: BLE001 - every reader error means "unreadable"
+        raise ValueError(f"unreadable ({type(e).__name__}: {e})") from None
+    if image.dtype.kind in "ui":
+        image = image / float(np.iinfo(image.dtype).max)
+    if image.ndim == 3:  # RGBA, or a stack: as_gray only converts RGB(A)
+        raise ValueError(f"not a gray or RGB picture (array of shape {image.shape})")
+    image = resize_linear(image.astype(np.float64), size)
+    if not np.all(np.isfinite(image)):
+        raise ValueError("contains NaN or inf pixels")
+    return image[..., None]
+
+
 # ------------------------------------------------------------------ folder
 
 
@@ -87,11 +138,14 @@ def read_image(path: str) -> np.ndarray:
 
 
 def load_folder(root: str, *, image_size: int, channels: int = 1, strict: bool = False,
-                log=print) -> Dataset:
+                log=print, protocol: str = "continuous") -> Dataset:
     """Every image file under `root`, labelled by sub-folder or by file-name prefix.
 
     Files are read with scikit-image, converted to grayscale (`channels=1`) or RGB
-    (`channels=3`), resized to `image_size` square and re-quantised to 8 bits.
+    (`channels=3`), resized to `image_size` square (anti-aliased) and re-quantised to 8
+    bits. With `protocol="study"` they are loaded as the study did instead
+    (`read_image_as_study`: gray float, cv2-style linear resize, no quantisation),
+    then repeated to `channels` as its `cv2.merge` did.
     Unreadable and non-image files are reported by name: skipped with a warning, or
     an error with `strict=True`.
 
@@ -113,9 +167,14 @@ def load_folder(root: str, *, image_size: int, channels: int = 1, strict: bool =
             problems.append((path, "not an image file (by extension)"))
             continue
         try:
-            image = read_image(path)
+            image = (read_image_as_study(path, image_size) if protocol == "study"
+                     else read_image(path))
         except ValueError as e:
             problems.append((path, str(e)))
+            continue
+        if protocol == "study":
+            images.append(np.repeat(image, channels, axis=-1))
+            names.append(_label_of(root, path))
             continue
         if channels == 1 and image.shape[-1] == 3:
             image = color.rgb2gray(image)[..., None]
@@ -138,7 +197,9 @@ def load_folder(root: str, *, image_size: int, channels: int = 1, strict: bool =
                          "to it or remove the sub-folder.")
     class_names = tuple(sorted(set(names)))
     labels = np.asarray([class_names.index(n) for n in names], np.int32)
-    return Dataset(quantize(np.asarray(images)), labels, class_names, f"folder:{root}")
+    images = np.asarray(images)
+    images = images.astype(np.float32) if protocol == "study" else quantize(images)
+    return Dataset(images, labels, class_names, f"folder:{root}")
 
 
 # ------------------------------------------------------------------ digits
@@ -265,8 +326,12 @@ def load_tfds(name: str, *, image_size: int, channels: int = 1, split: str = "tr
 
 
 def load(source: str, *, image_size: int, channels: int = 1, strict: bool = False,
-         n: int = 96, seed: int = 0, log=print) -> Dataset:
-    """Loads `source`: `phantom`, `digits`, `folder:PATH` or `tfds:NAME`."""
+         n: int = 96, seed: int = 0, log=print, protocol: str = "continuous") -> Dataset:
+    """Loads `source`: `phantom`, `digits`, `folder:PATH` or `tfds:NAME`.
+
+    `protocol="study"` loads a folder as the corruption study loaded its files (see
+    `load_folder`); the other sources are the same under either protocol.
+    """
     if source == "phantom":
         ds = load_phantom(n, image_size=image_size, seed=seed)
         if channels == 3:
@@ -276,7 +341,7 @@ def load(source: str, *, image_size: int, channels: int = 1, strict: bool = Fals
         return load_digits(image_size=image_size)
     if source.startswith("folder:"):
         return load_folder(os.path.expanduser(source[len("folder:"):]), image_size=image_size,
-                           channels=channels, strict=strict, log=log)
+                           channels=channels, strict=strict, log=log, protocol=protocol)
     if source.startswith("tfds:"):
         return load_tfds(source[len("tfds:"):], image_size=image_size, channels=channels)
     raise ValueError(f"unknown data source {source!r}; use phantom, digits, folder:PATH "

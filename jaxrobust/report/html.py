@@ -20,7 +20,8 @@ def write_report(path: str, *, title: str, figures: list[tuple[str, str]], table
     """Writes `path` (atomically).
 
     Args:
-        figures: `(png path, caption)` pairs, embedded as base64.
+        figures: `(png path, caption)` pairs, embedded as base64, or `(png path,
+            caption, DataFrame)` with a table shown right under the figure.
         tables: `(heading, pandas DataFrame)` pairs.
         summary: JSON-able summaries, shown as a list.
         config: the run's config, shown as JSON.
@@ -38,7 +39,10 @@ def write_report(path: str, *, title: str, figures: list[tuple[str, str]], table
     ]
     parts += [f"<p>{html.escape(n)}</p>" for n in notes]
     parts.append("<h2>Figures</h2>")
-    parts += [_img(p, c) for p, c in figures]
+    for fig in figures:
+        parts.append(_img(fig[0], fig[1]))
+        if len(fig) > 2 and fig[2] is not None:
+            parts.append(fig[2].to_html(index=False, float_format=lambda v: f"{v:.4g}"))
     parts.append("<h2>Summary</h2><pre>" + html.escape(json.dumps(summary, indent=2)) + "</pre>")
     for heading, frame in tables:
         parts.append(f"<h2>{html.escape(heading)}</h2>")

@@ -45,16 +45,22 @@ def plot_accuracy_vs_level(table, path: str, *, ci: dict | None = None) -> str:
     return path
 
 
-def plot_accuracy_vs_ssim(table, path: str) -> str:
-    """Accuracy against mean SSIM to the clean image, one line per (model, corruption)."""
+def plot_accuracy_vs_ssim(table, path: str, critical: dict | None = None) -> str:
+    """Accuracy against mean SSIM to the clean image, one line per (model, corruption).
+
+    `critical`: `(model, corruption) -> (ssim, accuracy)` points marked with a cross
+    (the critical SSIM and the threshold accuracy it is defined by).
+    """
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     styles = ["-", "--", ":", "-."]
     for i, (model, rows) in enumerate(table.groupby("model", sort=False)):
         for name, r in rows.groupby("corruption", sort=False):
             order = np.argsort(r["ssim_mean"].to_numpy())
-            ax.plot(r["ssim_mean"].to_numpy()[order], r["accuracy"].to_numpy()[order],
-                    styles[i % len(styles)], marker=".", label=f"{model} / {name}")
+            (line,) = ax.plot(r["ssim_mean"].to_numpy()[order], r["accuracy"].to_numpy()[order],
+                              styles[i % len(styles)], marker=".", label=f"{model} / {name}")
+            if critical and (model, name) in critical:
+                ax.plot(*critical[model, name], "x", color=line.get_color(), markersize=9)
     ax.set_xlabel("mean SSIM to the clean image")
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)
@@ -94,7 +100,7 @@ def plot_confusion(per_image: dict, class_names: dict, path: str) -> str:
     each cell is the fraction of images.
     """
     plt = _plt()
-    keys = sorted(k for k in per_image if k.endswith("/pred"))
+    keys = sorted(k for k in per_image if k.endswith("/pred") and not k.startswith("clean/"))
     models = list(dict.fromkeys(k.split("/")[1] for k in keys))
     names = list(dict.fromkeys(k.split("/")[0] for k in keys))
     fig, axes = plt.subplots(len(models), len(names), squeeze=False, layout="constrained",
