@@ -354,6 +354,11 @@ def random_flip_search(key, apply_fn: Callable, params, images, true_labels, *,
                        return_trials: bool = False):
     """Fewest random pixel inversions (`x -> 1 - x`) that make each image right.
 
+    `trials=1` is the attribution study's own method: one random sequence of pixels,
+    each turned to its opposite colour, until the model gives the right class. More
+    trials is this library's "best of N" extension: N random orders run side by side
+    and the one needing the fewest flips is kept.
+
     Every trial flips the pixels of one random order one at a time; all trials of all
     images advance together, `block` flip counts per compiled step, in one
     `lax.while_loop` that stops once every image has a success (or `max_flips`).
@@ -364,7 +369,7 @@ def random_flip_search(key, apply_fn: Callable, params, images, true_labels, *,
         key: PRNG key.
         images: `(N, H, W, C)` in [0, 1]; true_labels: `(N,)`.
         max_flips: give up after this many flips.
-        trials: random orders tried per image, in parallel.
+        trials: random orders tried per image, in parallel (1: the study's single run).
         block: flip counts evaluated per loop step (`block x N x trials` images).
         return_trials: also return `(N, trials)` flips each trial needed (-1: none).
 

@@ -63,6 +63,52 @@ def protocol_table(image: np.ndarray, *, key: jax.Array, log: Callable[[str], No
     return rows, corrupted
 
 
+def protocol_comparison(images: np.ndarray, *, key: jax.Array):
+    """Both protocols of the study's three corruptions, step by step, on `images`.
+
+    For every one of the study's 120 steps: the level `protocol="study"` uses (what
+    the study's float64 loop computed), the level `continuous` uses, and the mean SSIM
+    of the corrupted images to the clean ones each way (study: SSIM range 2, as its
+    code took; continuous: range 1). The table of docs/study.md.
+
+    Args:
+        images: `(N, H, W, C)` float images in [0, 1] (square; levels for side H).
+        key: PRNG key for the noise (the same draws under both protocols).
+
+    Returns:
+        A DataFrame with columns corruption, step, study_level, continuous_level,
+        study_ssim, continuous_ssim.
+    """
+    import pandas as pd
+
+    images = jnp.asarray(images)
+    size = images.shape[1]
+    rows = []
+    for i, name in enumerate(corruptions.names("study")):
+        c = corruptions.get(name)
+        both = {}
+        for protocol, data_range in (("study", 2.0), ("continuous", 1.0)):
+            levels = corruptions.seed_levels(name, image_size=size, protocol=protocol)
+            encoded = jnp.asarray(corruptions.kernel_levels(name, levels))
+            keys = jax.random.split(jax.random.fold_in(key, i), (len(levels), len(images)))
+
+            def step(k, level, data_range=data_range, c=c):
+                out = jax.vmap(c.apply, in_axes=(0, 0, None))(k, images, level)
+                return jnp.mean(jax.vmap(lambda a, b: ssim(a, b, data_range=data_range))(
+                    images, out))
+
+            scores = jax.jit(lambda k, lv, step=step: jax.lax.map(
+                lambda a: step(*a), (k, lv)))(keys, encoded)
+            both[protocol] = (levels, np.asarray(scores))
+        for s in range(len(both["study"][0])):
+            rows.append({"corruption": name, "step": s,
+                         "study_level": float(both["study"][0][s]),
+                         "continuous_level": float(both["continuous"][0][s]),
+                         "study_ssim": float(both["study"][1][s]),
+                         "continuous_ssim": float(both["continuous"][1][s])})
+    return pd.DataFrame(rows)
+
+
 def _plot(rows, corrupted, out_dir):
     import matplotlib
 

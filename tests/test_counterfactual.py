@@ -150,6 +150,30 @@ def test_searches_are_one_compiled_call_over_all_candidates(rng):
     assert counts[2] == counts[3] <= 6
 
 
+def test_one_trial_is_the_studys_single_run(rng):
+    # the study: turn random pixels to their opposite colour, one after another, until
+    # the model is right; trials=1 is exactly that one sequence
+    apply_fn, params = mlp(rng)
+    x = rng.random((4, H, W, 1)).astype(np.float32)
+    labels = (predictions(apply_fn, params, x) + rng.integers(1, K, 4)) % K
+    key = jax.random.key(int(rng.integers(1 << 30)))
+    edit = cf.random_flip_search(key, apply_fn, params, x, labels, max_flips=60, trials=1)
+    for i in range(len(x)):
+        order = np.asarray(jax.random.permutation(
+            jax.random.fold_in(jax.random.fold_in(key, i), 0), H * W))
+        img, needed = x[i].copy(), None
+        for k in range(1, 61):
+            r, c = divmod(int(order[k - 1]), W)
+            img[r, c] = 1.0 - img[r, c]
+            if predictions(apply_fn, params, img[None])[0] == labels[i]:
+                needed = k
+                break
+        assert bool(edit.success[i]) == (needed is not None)
+        if needed is not None:
+            assert int(edit.pixels_changed[i]) == needed
+            np.testing.assert_array_equal(np.asarray(edit.images[i]), img)
+
+
 def test_random_flips_are_reproducible_and_minimal_per_trial(rng):
     apply_fn, params = mlp(rng)
     x = rng.random((5, H, W, 1)).astype(np.float32)
