@@ -365,7 +365,11 @@ def attribution_drift(key, apply_fn: Callable, params, images, targets, *, corru
     if method not in ("saliency", "ig"):
         raise ValueError(f"method must be saliency or ig, got {method!r}.")
     kernel = corruptions.get(corruption).apply
-    levels = jnp.asarray(levels, jnp.float32)
+    if isinstance(levels, jax.core.Tracer):
+        values = levels = jnp.asarray(levels, jnp.float32)
+    else:  # the sweep's encoding: the median's float radii as exact footprints
+        values = jnp.asarray(levels, jnp.float32)
+        levels = jnp.asarray(corruptions.kernel_levels(corruption, np.asarray(levels)))
     clean = _magnitude_map(apply_fn, params, images, targets, method, steps)
     n = images.shape[0]
 
@@ -378,7 +382,7 @@ def attribution_drift(key, apply_fn: Callable, params, images, targets, *, corru
                                                      method, steps))
 
     scores, ranks = jax.lax.map(at, (jnp.arange(levels.shape[0]), levels))
-    return {"levels": levels, "ssim": scores, "rank_correlation": ranks}
+    return {"levels": values, "ssim": scores, "rank_correlation": ranks}
 
 
 def _magnitude_map(apply_fn, params, x, targets, method, steps):

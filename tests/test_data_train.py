@@ -105,6 +105,18 @@ def test_config_files_overrides_and_errors(tmp_path):
         config.load(None, ["train.batch_size=big"])
     for name in ("demo", "ultrasound_xception", "ultrasound_vgg16", "digits_ig"):
         config.load(f"configs/{name}.yaml")
+    # the sweep's protocol keys
+    cfg = config.load(None, ["sweep.protocol=study", "sweep.levels.blur=[0, 7.999999999999999]",
+                             "sweep.ssim_data_range=2", "sweep.limit_ssim=0.9"])
+    assert cfg.sweep.levels == {"blur": [0, 7.999999999999999]} and cfg.sweep.limit_ssim == 0.9
+    for override, words in (("sweep.protocol=seed", "was renamed"),
+                            ("sweep.protocol=exact", "use continuous or study"),
+                            ("sweep.levels.hail=[1]", "unknown corruption 'hail'"),
+                            ("sweep.levels.blur=[]", "non-empty list of numbers"),
+                            ("sweep.ssim_data_range=0", "must be positive"),
+                            ("sweep.limit_ssim=3", "must lie in")):
+        with pytest.raises(ValueError, match=words):
+            config.validate(config.load(None, [override]))
 
 
 def _tiny_task():
