@@ -39,7 +39,7 @@ def _cmd_run(args) -> None:
     from jaxrobust import pipeline
 
     cfg = _config(args)
-    pipeline.run(cfg, args.out or _default_out(), log=_log(args))
+    pipeline.run(cfg, args.out or _default_out(), log=_log(args), restart=args.restart)
 
 
 def _cmd_demo(args) -> None:
@@ -266,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--corruptions", nargs="+", metavar="NAME",
                      help="corruptions to train on and sweep (any registered name; "
                      "default: the config's task.corruptions)")
+    run.add_argument("--restart", action="store_true",
+                     help="remove the --out folder's earlier outputs and start afresh (a "
+                     "rerun with another config is refused otherwise)")
     run.set_defaults(fn=_cmd_run)
 
     trn = with_config(command("train", help="train the configured models"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import os
 import shutil
 import tempfile
@@ -504,29 +505,114 @@ def saliency_figures(trained: dict, task, out_dir: str, *, per_class: int = 2) -
     return figures
 
 
+RUN_RECORD = "run.json"
+#: Config keys the main job's results do not depend on (dotted prefixes).
+_NOT_RESULTS = ("sweep.devices", "counterfactual")
+#: What the main job writes into its folder (removed by `restart=True`).
+RUN_OUTPUTS = ("models", "sweep_cells", "results.csv", "drift.csv", "per_image.npz",
+               "summary.json", "config.yaml", "report.html", RUN_RECORD)
+
+
+def _flat(tree, prefix=""):
+    if isinstance(tree, dict):
+        out = {}
+        for k, v in tree.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+def _result_config(config) -> dict:
+    from jaxrobust import config as config_lib
+
+    flat = {k: v for k, v in _flat(config_lib.to_dict(config)).items()
+            if not k.startswith(_NOT_RESULTS)}
+    return json.loads(json.dumps(flat))  # as it reads back (tuples -> lists)
+
+
+def claim_folder(config, out_dir: str, *, restart: bool = False,
+                 log: Callable[[str], None] = print) -> bool:
+    """Checks that `out_dir` may hold the main job of `config`, before anything is computed.
+
+    A folder's first run records its config (`record_run`, once the data have loaded).
+    A rerun compares: if a key the results depend on changed, this raises at once and
+    touches nothing, so a folder never mixes checkpoints, sweep cells and reports of
+    two configs. `restart=True` removes the folder's earlier outputs (`RUN_OUTPUTS`
+    and its PNGs) first.
+
+    Returns:
+        Whether the folder already holds this config's finished run (report, summary,
+        results).
+
+    Raises:
+        ValueError: the folder holds a run of another config; the message names the
+            keys (old -> new) and the ways out.
+    """
+    path = os.path.join(out_dir, RUN_RECORD)
+    if restart:
+        for name in RUN_OUTPUTS + tuple(n for n in os.listdir(out_dir) if n.endswith(".png")):
+            target = os.path.join(out_dir, name)
+            if os.path.isdir(target):
+                shutil.rmtree(target)
+            elif os.path.exists(target):
+                os.remove(target)
+        log(f"restart: removed the earlier outputs in {out_dir}")
+    if not os.path.exists(path):
+        return False
+    with open(path) as f:
+        old = json.load(f).get("config", {})
+    flat = _result_config(config)
+    changed = sorted(k for k in set(old) | set(flat) if old.get(k) != flat.get(k))
+    if changed:
+        what = ", ".join(f"{k} ({old.get(k)!r} -> {flat.get(k)!r})" for k in changed[:4])
+        more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+        raise ValueError(f"{out_dir} holds a run with other {what}{more}; nothing was "
+                         "touched. Pass another --out, or --restart to start this folder "
+                         "afresh.")
+    return all(os.path.exists(os.path.join(out_dir, n))
+               for n in ("report.html", "summary.json", "results.csv"))
+
+
+def record_run(config, out_dir: str) -> None:
+    """Writes `run.json`, the config the folder's results belong to (atomically)."""
+    path = os.path.join(out_dir, RUN_RECORD)
+    if os.path.exists(path):
+        return
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({"config": _result_config(config)}, f, indent=1)
+    os.replace(tmp, path)
+
+
 def run(config, out_dir: str, *, log: Callable[[str], None] = print,
-        progress: bool | None = None) -> dict:
+        progress: bool | None = None, restart: bool = False) -> dict:
     """The main job: train every model, sweep it under the study's protocol, report.
 
     Writes into `out_dir`: `models/<name>/` (checkpoints; a rerun resumes),
     `sweep_cells/` (finished sweep chunks; a rerun resumes), `results.csv`,
     `per_image.npz`, `summary.json`, the PNG plots and `report.html`.
     Report files are written to a temporary folder and moved in at the end, so a
-    failed run leaves no half-written report.
+    failed run leaves no half-written report. A rerun on a folder of another config
+    stops before any work (`claim_folder`; `restart=True` starts the folder afresh);
+    a rerun of a finished folder returns its summary without recomputing.
 
     Returns:
         The summary dict.
     """
-    import json
-
     import yaml
 
     from jaxrobust import config as config_lib
     from jaxrobust import report, sweep
 
     out_dir = _output_folder(out_dir)
+    if claim_folder(config, out_dir, restart=restart, log=log):
+        log(f"{out_dir} holds this run, finished: nothing to do (report.html is there; "
+            "--restart recomputes it)")
+        with open(os.path.join(out_dir, "summary.json")) as f:
+            return json.load(f)
     start = time.perf_counter()
     ds, test_idx, task_train, task_test = prepare(config, log=log, progress=progress)
+    record_run(config, out_dir)  # the data loaded: from here on the folder is this run's
     trained = train_models(config, out_dir, task_train=task_train, task_test=task_test, log=log,
                            progress=progress)
     classifiers = {n: (r.apply_fn, r.params) for n, r in trained.items()}

@@ -33,7 +33,7 @@ def test_run_trains_sweeps_and_reports(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err.strip().splitlines()  # progress lines, then the error
     assert "the disk is full" in err[-1] and err[-1].startswith("jaxrobust: error: ")
     assert sum("error" in line for line in err) == 1 and "Traceback" not in "\n".join(err)
-    assert sorted(p.name for p in out.iterdir()) == ["models", "sweep_cells"]  # no partial report
+    assert sorted(p.name for p in out.iterdir()) == ["models", "run.json", "sweep_cells"]
     monkeypatch.undo()
     assert cli.main(["run", *SMALL, "--out", str(out)]) == 0  # resumes the finished work
     log = capsys.readouterr().out
@@ -56,6 +56,26 @@ def test_run_trains_sweeps_and_reports(tmp_path, capsys, monkeypatch):
     saved = np.load(att / "attributions.npz")
     assert saved["attributions"].shape == (3, 24, 24, 1)
     assert (att / "attributions.png").stat().st_size > 0
+    # the folder stays whole: a rerun with another config stops at once, touching nothing
+    import time
+
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    start = time.perf_counter()
+    assert cli.main(["run", *SMALL, "--set", "train.epochs=2", "--out", str(out)]) == 2
+    assert time.perf_counter() - start < 30
+    err = capsys.readouterr().err
+    assert "train.epochs (1 -> 2)" in err and "--restart" in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    start = time.perf_counter()  # a finished folder, same config: nothing to redo
+    assert cli.main(["run", *SMALL, "--out", str(out)]) == 0
+    assert time.perf_counter() - start < 15
+    assert "nothing to do" in capsys.readouterr().out
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    from jaxrobust import config, pipeline
+
+    cfg = config.load(None, SMALL[1::2] + ["train.epochs=2"])
+    assert pipeline.claim_folder(cfg, str(out), restart=True, log=lambda s: None) is False
+    assert list(out.iterdir()) == []
 
 
 def test_kernels_demo_writes_the_protocol_table(tmp_path):
