@@ -157,9 +157,10 @@ def _identity_classifier(num_classes=4, predict=0):
     return apply_fn, jax.numpy.eye(num_classes)[predict] * 5.0
 
 
-def test_sweep_under_the_study_protocol_matches_the_loops_ssim(rng):
+@pytest.mark.parametrize("size", [174, 61])
+def test_sweep_under_the_study_protocol_matches_the_loops_ssim(rng, size):
     # The study's SSIM: float64 3-channel images (cv2.merge), no data_range: 2.
-    images = rng.random((2, 174, 174))
+    images = rng.random((2, size, size))
     classes = ["original", "scale_up", "median_blur", "gaussian_noise"]
     apply_fn, params = _identity_classifier()
     _, per = sweep.run({"m": (apply_fn, params)}, images[..., None].astype(np.float32),
@@ -167,7 +168,8 @@ def test_sweep_under_the_study_protocol_matches_the_loops_ssim(rng):
                        class_names={"m": classes}, log=lambda s: None)
     for step, intensity in enumerate(_intensities("Crop")):
         for i, img in enumerate(images):
-            im_crop = merge3(cv2.resize(sk_util_crop(img, intensity * 4), (174, 174)))
+            im_crop = merge3(cv2.resize(sk_util_crop(img, intensity * 4 * size / 174),
+                                        (size, size)))
             ref = structural_similarity(merge3(img), im_crop, channel_axis=-1, data_range=2)
             assert abs(per["scale_up/ssim"][step, i] - ref) < 1e-5, (step, i)
 
