@@ -274,6 +274,33 @@ def _direction(direction: str) -> None:
         raise ValueError(f"direction must be 'falls' or 'rises', got {direction!r}.")
 
 
+def _first_crossing(axis, accuracy, clean, fraction, direction, *, descending: bool):
+    """Steps ordered along `axis`, and the first whose accuracy crosses `fraction * clean`.
+
+    Returns `(axis, accuracy, threshold, index or None)`, ordered ascending (or
+    descending), or the sentence saying why there is no threshold.
+    """
+    _direction(direction)
+    if clean is None or not np.isfinite(clean):
+        return "undefined: no clean accuracy to compare with"
+    if clean <= 0:
+        return "undefined: the clean accuracy is 0, so there is no threshold to cross"
+    axis = np.asarray(axis, np.float64)
+    accuracy = np.asarray(accuracy, np.float64)
+    order = np.argsort(-axis if descending else axis, kind="stable")
+    axis, accuracy = axis[order], accuracy[order]
+    threshold = fraction * float(clean)
+    hit = accuracy < threshold if direction == "falls" else accuracy >= threshold
+    found = np.nonzero(hit)[0]
+    return axis, accuracy, threshold, (int(found[0]) if len(found) else None)
+
+
+def _never(direction, fraction, clean, where: str) -> str:
+    verb = "falls below" if direction == "falls" else "reaches"
+    return (f"none: accuracy never {verb} {fraction:g} x the clean accuracy "
+            f"{float(clean):.3g} {where}")
+
+
 def critical_level(levels, accuracy, *, clean: float, fraction: float = 0.5,
                    direction: str = "falls"):
     """The first level (levels ascending) where accuracy crosses `fraction * clean`.
@@ -286,25 +313,15 @@ def critical_level(levels, accuracy, *, clean: float, fraction: float = 0.5,
 
     Returns:
         The level as a float, or a sentence saying that accuracy never crosses the
-        threshold, or why there is no threshold (no clean accuracy).
+        threshold, or why there is no threshold (no clean accuracy, or 0).
     """
-    _direction(direction)
-    if clean is None or not np.isfinite(clean):
-        return "undefined: no clean accuracy to compare with"
-    if clean <= 0:
-        return "undefined: the clean accuracy is 0, so there is no threshold to cross"
-    levels = np.asarray(levels, np.float64)
-    accuracy = np.asarray(accuracy, np.float64)
-    order = np.argsort(levels, kind="stable")
-    levels, accuracy = levels[order], accuracy[order]
-    threshold = fraction * float(clean)
-    hit = accuracy < threshold if direction == "falls" else accuracy >= threshold
-    found = np.nonzero(hit)[0]
-    if len(found):
-        return float(levels[found[0]])
-    verb = "falls below" if direction == "falls" else "reaches"
-    return (f"none: accuracy never {verb} {fraction:g} x the clean accuracy "
-            f"{float(clean):.3g} over levels {levels[0]:g} .. {levels[-1]:g}")
+    found = _first_crossing(levels, accuracy, clean, fraction, direction, descending=False)
+    if isinstance(found, str):
+        return found
+    levels, _, _, i = found
+    if i is not None:
+        return float(levels[i])
+    return _never(direction, fraction, clean, f"over levels {levels[0]:g} .. {levels[-1]:g}")
 
 
 def critical_ssim(ssim_values, accuracy, *, clean: float, fraction: float = 0.5,
@@ -321,23 +338,13 @@ def critical_ssim(ssim_values, accuracy, *, clean: float, fraction: float = 0.5,
     Returns:
         The SSIM as a float, or a sentence saying why there is none.
     """
-    _direction(direction)
-    if clean is None or not np.isfinite(clean):
-        return "undefined: no clean accuracy to compare with"
-    if clean <= 0:
-        return "undefined: the clean accuracy is 0, so there is no threshold to cross"
-    s = np.asarray(ssim_values, np.float64)
-    acc = np.asarray(accuracy, np.float64)
-    order = np.argsort(-s, kind="stable")
-    s, acc = s[order], acc[order]
-    threshold = fraction * float(clean)
-    hit = acc < threshold if direction == "falls" else acc >= threshold
-    found = np.nonzero(hit)[0]
-    if not len(found):
-        verb = "falls below" if direction == "falls" else "reaches"
-        return (f"none: accuracy never {verb} {fraction:g} x the clean accuracy "
-                f"{float(clean):.3g} down to SSIM {s[-1]:.3g}")
-    i = found[0]
+    found = _first_crossing(ssim_values, accuracy, clean, fraction, direction,
+                            descending=True)
+    if isinstance(found, str):
+        return found
+    s, acc, threshold, i = found
+    if i is None:
+        return _never(direction, fraction, clean, f"down to SSIM {s[-1]:.3g}")
     if i == 0:
         return float(s[0])
     a0, a1 = acc[i - 1], acc[i]

@@ -150,6 +150,22 @@ def test_searches_are_one_compiled_call_over_all_candidates(rng):
     assert counts[2] == counts[3] <= 6
 
 
+def _flip_until_right(apply_fn, params, image, label, key, i, t, max_flips):
+    """The study's loop: invert pixels of trial t's random order until the model is right.
+
+    Returns `(flips needed or -1, the image after the last flip)`.
+    """
+    order = np.asarray(jax.random.permutation(
+        jax.random.fold_in(jax.random.fold_in(key, i), t), H * W))
+    img = image.copy()
+    for k in range(1, max_flips + 1):
+        r, c = divmod(int(order[k - 1]), W)
+        img[r, c] = 1.0 - img[r, c]
+        if predictions(apply_fn, params, img[None])[0] == label:
+            return k, img
+    return -1, img
+
+
 def test_one_trial_is_the_studys_single_run(rng):
     # the study: turn random pixels to their opposite colour, one after another, until
     # the model is right; trials=1 is exactly that one sequence
@@ -159,17 +175,9 @@ def test_one_trial_is_the_studys_single_run(rng):
     key = jax.random.key(int(rng.integers(1 << 30)))
     edit = cf.random_flip_search(key, apply_fn, params, x, labels, max_flips=60, trials=1)
     for i in range(len(x)):
-        order = np.asarray(jax.random.permutation(
-            jax.random.fold_in(jax.random.fold_in(key, i), 0), H * W))
-        img, needed = x[i].copy(), None
-        for k in range(1, 61):
-            r, c = divmod(int(order[k - 1]), W)
-            img[r, c] = 1.0 - img[r, c]
-            if predictions(apply_fn, params, img[None])[0] == labels[i]:
-                needed = k
-                break
-        assert bool(edit.success[i]) == (needed is not None)
-        if needed is not None:
+        needed, img = _flip_until_right(apply_fn, params, x[i], labels[i], key, i, 0, 60)
+        assert bool(edit.success[i]) == (needed > 0)
+        if needed > 0:
             assert int(edit.pixels_changed[i]) == needed
             np.testing.assert_array_equal(np.asarray(edit.images[i]), img)
 
@@ -189,15 +197,7 @@ def test_random_flips_are_reproducible_and_minimal_per_trial(rng):
     # a plain loop over flips for every trial, with the same random orders
     for i in range(len(x)):
         for t in range(6):
-            k_it = jax.random.fold_in(jax.random.fold_in(key, i), t)
-            order = np.asarray(jax.random.permutation(k_it, H * W))
-            img, needed = x[i].copy(), -1
-            for k in range(1, 41):
-                r, c = divmod(int(order[k - 1]), W)
-                img[r, c] = 1.0 - img[r, c]
-                if predictions(apply_fn, params, img[None])[0] == labels[i]:
-                    needed = k
-                    break
+            needed, _ = _flip_until_right(apply_fn, params, x[i], labels[i], key, i, t, 40)
             assert per_trial[i, t] == needed, (i, t)
     hits = np.where(per_trial >= 0, per_trial, 10**6).min(1)
     found = (per_trial >= 0).any(1)
