@@ -47,6 +47,19 @@ def test_run_trains_sweeps_and_reports(tmp_path, capsys, monkeypatch):
         assert (out / name).stat().st_size > 0, name
     assert (out / "models" / "small_cnn" / "model.json").exists()
     assert not [p for p in os.listdir(out) if p.startswith(".")]  # no temp leftovers
+    # the report: what was run and the results table first, no raw JSON dump, every
+    # figure embedded and decodable
+    import base64
+    import re
+
+    page = (out / "report.html").read_text()
+    assert page.index("What was run") < page.index("Results by model") < page.index("Figures")
+    assert "small_cnn" in page and "parameters" in page and "jax " in page
+    assert '"_protocol"' not in page and "<pre>{" not in page
+    images = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)
+    assert len(images) >= 6
+    assert all(base64.b64decode(b).startswith(b"\x89PNG") for b in images)
+    assert "results by model:" in log
     # attributions from the trained checkpoint
     att = tmp_path / "att"
     assert cli.main(["attribute", *SMALL, "--checkpoint", str(out / "models" / "small_cnn"),
