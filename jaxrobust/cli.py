@@ -206,8 +206,9 @@ def _cmd_attribute(args) -> None:
     np.savez_compressed(tmp, images=images, attributions=np.asarray(maps), labels=labels,
                         predicted=targets, class_names=np.asarray(names))
     os.replace(tmp, os.path.join(out, "attributions.npz"))
+    method = {"ig": "integrated gradients"}.get(args.method, args.method)
     report.plot_attribution_panels(images, maps, titles, os.path.join(out, "attributions.png"),
-                                   suptitle=f"{meta['model']}: {args.method}")
+                                   suptitle=f"{meta['model']}: {method}", method=method)
     _log(args)(f"wrote {len(idx)} attributions to {out}/attributions.npz and attributions.png")
 
 

@@ -135,13 +135,15 @@ def _save_rows(fig, plt, path: str, suptitle: str, row_height: float, rows: int)
     return path
 
 
-def plot_attribution_panels(images, maps, titles, path: str, *, suptitle: str = "") -> str:
+def plot_attribution_panels(images, maps, titles, path: str, *, suptitle: str = "",
+                            method: str = "saliency") -> str:
     """Rows of image | attribution heat map | overlay, as in the study's figures 35-38.
 
     Args:
         images: `(N, H, W, C)` images in [0, 1].
         maps: `(N, H, W, C)` attributions (the channel magnitude is summed).
         titles: one caption per row.
+        method: the attribution's name, the heat-map column's title.
     """
     plt = _plt()
     images, maps = np.asarray(images), np.abs(np.asarray(maps)).sum(-1)
@@ -153,7 +155,7 @@ def plot_attribution_panels(images, maps, titles, path: str, *, suptitle: str = 
         axes[i, 0].imshow(shown, cmap="gray", vmin=0, vmax=1)
         axes[i, 0].set_title(titles[i], fontsize=7)
         axes[i, 1].imshow(heat, cmap="inferno", vmin=0, vmax=1)
-        axes[i, 1].set_title("saliency", fontsize=7)
+        axes[i, 1].set_title(method, fontsize=7)
         axes[i, 2].imshow(shown, cmap="gray", vmin=0, vmax=1)
         axes[i, 2].imshow(heat, cmap="inferno", alpha=0.5, vmin=0, vmax=1)
         axes[i, 2].set_title("overlay", fontsize=7)
