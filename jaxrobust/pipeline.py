@@ -88,7 +88,7 @@ def protocol_comparison(images: np.ndarray, *, key: jax.Array):
     for i, name in enumerate(corruptions.names("study")):
         c = corruptions.get(name)
         both = {}
-        for protocol, data_range in (("study", 2.0), ("continuous", 1.0)):
+        for protocol, data_range in corruptions.SSIM_DATA_RANGE.items():
             levels = corruptions.seed_levels(name, image_size=size, protocol=protocol)
             encoded = jnp.asarray(corruptions.kernel_levels(name, levels))
             keys = jax.random.split(jax.random.fold_in(key, i), (len(levels), len(images)))
@@ -426,7 +426,7 @@ def critical_ssim_table(summary: dict, *, fraction: float):
 def protocol_note(config) -> str:
     """One sentence naming the sweep's protocol, SSIM range and limit value."""
     sweep = config.sweep
-    rng = sweep.ssim_data_range or (2.0 if sweep.protocol == "study" else 1.0)
+    rng = sweep.ssim_data_range or corruptions.SSIM_DATA_RANGE[sweep.protocol]
     text = {"study": "study (what the study's code computed: whole-pixel crops, float disk "
                      "radii, its image loading)",
             "continuous": "continuous (the study's schedule as a continuous family: "
@@ -875,7 +875,6 @@ def run_counterfactual(config, out_dir: str, *, log: Callable[[str], None] = pri
     Returns:
         The summary dict.
     """
-    import json
 
     import pandas as pd
 

@@ -314,7 +314,7 @@ def run(classifiers: Mapping[str, tuple[Callable, object]], images, labels=None,
     images, names, schedule = _check(classifiers, images, labels, corruptions, levels, target,
                                      protocol)
     if ssim_data_range is None:
-        ssim_data_range = 2.0 if protocol == "study" else 1.0
+        ssim_data_range = registry.SSIM_DATA_RANGE[protocol]
     if not ssim_data_range > 0:
         raise ValueError(f"ssim_data_range must be positive, got {ssim_data_range}.")
     if batch_size is not None and batch_size < 1:

@@ -252,6 +252,9 @@ def severity(name: str, s, *, image_size: int = IMAGENET_C_SIZE) -> np.ndarray:
 
 
 PROTOCOLS = ("continuous", "study")
+#: SSIM's data range under each protocol: 1 for images in [0, 1]; 2 is what the study's
+#: `structural_similarity` took for float64 images without `data_range` (-1 .. 1).
+SSIM_DATA_RANGE = {"continuous": 1.0, "study": 2.0}
 _STUDY_STEPS = {"scale_up": 50, "median_blur": 20, "gaussian_noise": 50}
 
 
