@@ -3,7 +3,7 @@
 
 Run from the repository root: `python docs/make_study.py` (a few minutes on a CPU).
 The table is computed, not typed: levels from `corruptions.seed_levels`, mean SSIM
-from `pipeline.protocol_comparison` on the built-in ultrasound phantom.
+from `studies.kernels.protocol_comparison` on the built-in ultrasound phantom.
 """
 
 import os
@@ -12,7 +12,8 @@ import sys
 import jax
 import numpy as np
 
-from jaxrobust import corruptions, data, pipeline
+from jaxrobust import corruptions, data
+from jaxrobust.studies import kernels
 
 N_IMAGES = 8
 HEAD = """# The corruption study as its code ran: `protocol: study`
@@ -55,7 +56,7 @@ comparable. The report names the protocol at the top.
 
 def main(path: str = os.path.join(os.path.dirname(__file__), "study.md")) -> None:
     ds = data.load("phantom", image_size=corruptions.SEED_IMAGE_SIZE, n=N_IMAGES, seed=0)
-    table = pipeline.protocol_comparison(ds.images, key=jax.random.key(0))
+    table = kernels.protocol_comparison(jax.random.key(0), ds.images)
     noise = table[(table.corruption == "gaussian_noise") & (table.step == 10)].iloc[0]
     example = (f"at sigma = {noise.study_level:g}, mean SSIM {noise.study_ssim:.3f} with range 2 "
                f"against {noise.continuous_ssim:.3f} with range 1 on the phantom below")

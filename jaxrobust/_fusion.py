@@ -4,19 +4,20 @@ XLA fuses a chain of elementwise ops into one loop over the *output's* shape, an
 CPU backend vectorises that loop along the output's minor axis. An image's minor axis
 is its channels: 1 or 3 values, too short for a SIMD register. Cheap, memory-bound
 fusions do not care, but a heavy one (the Threefry hash behind every random draw,
-shot noise's inverse-CDF search) ran 4-6x slower with an `(H, W, 3)` output than the
-same work with a flat one. Reshaping to flat and back does not help: the reshape is
-fused in and the loop is again over `(H, W, 3)`. `lax.optimization_barrier` does not
-stop fusion on CPU either.
+shot noise's inverse-CDF search) runs several times slower with an `(H, W, 3)` output
+than the same work with a flat one (docs/architecture.md, "XLA CPU notes"). Reshaping
+to flat and back does not help: the reshape is fused in and the loop is again over
+`(H, W, 3)`. `lax.optimization_barrier` does not stop fusion on CPU either.
 
 `flat(fn, *args)` runs `fn` on flattened arrays as the taken branch of a `lax.cond`
 whose predicate XLA cannot fold (it passes an `optimization_barrier`), so `fn` is
 compiled as its own computation with a flat output, and the reshape back to the
 caller's shape stays outside. Values are unchanged; only the compiled loops are. Works
 under `vmap` (the predicate is never batched), `jit` and `grad` (derivatives are taken
-of `fn` itself, unseparated). (A one-trip `while_loop` separates too, but must first
-fill its carry with zeros: a memset as large as the output, which cost the median
-filter 1.3 ms per image for its 9 MB array of moves.)
+of `fn` itself, unseparated).
+
+Only XLA's CPU backend needs this: when the default backend is not CPU, `separately`
+is a plain call of `fn` (GPU and TPU fusions tile over the whole output anyway).
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ def separately(fn, *args):
     loops, over its own output shapes). `fn` returns an array or a pytree of them.
 
     Differentiable: derivatives are `fn`'s own (`jax.jvp(fn)`, and reverse mode by
-    transposing it), computed without the separation."""
+    transposing it), computed without the separation. Off CPU: `fn(*args)`."""
+    if jax.default_backend() != "cpu":
+        return fn(*args)
 
     @jax.custom_jvp
     def run(*args):

@@ -36,80 +36,44 @@ def _log(args):
 
 
 def _cmd_run(args) -> None:
-    from jaxrobust import pipeline
+    from jaxrobust.studies import corruption
 
-    cfg = _config(args)
-    pipeline.run(cfg, args.out or _default_out(), log=_log(args), restart=args.restart)
+    corruption.run(_config(args), args.out or _default_out(), log=_log(args),
+                   restart=args.restart)
 
 
 def _cmd_demo(args) -> None:
-    from jaxrobust.pipeline import run_kernel_demo
+    from jaxrobust.studies import kernels
 
-    run_kernel_demo(args.out or _default_out(), seed=args.seed, log=_log(args))
+    kernels.run_kernel_demo(args.out or _default_out(), seed=args.seed, log=_log(args))
 
 
 def _cmd_train(args) -> None:
-    from jaxrobust import pipeline
+    from jaxrobust.studies import corruption
 
-    cfg = _config(args)
-    out = args.out or _default_out()
-    log = _log(args)
-    _, _, task_train, task_test = pipeline.prepare(cfg, log=log)
-    pipeline.train_models(cfg, out, task_train=task_train, task_test=task_test, log=log)
-    log(f"models in {os.path.join(os.path.abspath(out), 'models')}")
+    corruption.train_only(_config(args), args.out or _default_out(), log=_log(args))
 
 
 def _cmd_sweep(args) -> None:
-    import json
+    from jaxrobust.studies import corruption
 
-    import jax
-
-    from jaxrobust import pipeline, sweep, train
-
-    cfg = _config(args)
-    if not args.checkpoint:
-        raise ValueError("sweep needs --checkpoint MODEL_DIR (one or more), e.g. "
-                         "runs/demo/models/xception.")
-    classifiers, class_names = {}, {}
-    for path in args.checkpoint:
-        apply_fn, params, meta = train.restore(path)
-        name = os.path.basename(os.path.normpath(path))
-        classifiers[name] = (apply_fn, params)
-        class_names[name] = meta["class_names"]
-    log = _log(args)
-    ds, test_idx, _, _ = pipeline.prepare(cfg, log=log)
-    shape = list(ds.images.shape[1:])
-    for path in args.checkpoint:
-        with open(os.path.join(path, train.METADATA)) as f:
-            want = json.load(f)["input_shape"]
-        if want != shape:
-            raise ValueError(f"checkpoint {path} takes images of shape {want}, the config's "
-                             f"data are {shape}; set data.image_size / data.channels to match.")
-    out = args.out or _default_out()
-    table, _ = sweep.run(classifiers, ds.images[test_idx], ds.labels[test_idx],
-                         corruptions=tuple(cfg.task.corruptions),
-                         key=jax.random.fold_in(jax.random.key(cfg.seed), 3),
-                         class_names=class_names, batch_size=cfg.sweep.batch_size,
-                         target=cfg.sweep.target, protocol=cfg.sweep.protocol,
-                         levels=cfg.sweep.levels, ssim_data_range=cfg.sweep.ssim_data_range,
-                         limit_ssim=cfg.sweep.limit_ssim, out_dir=out, devices=cfg.sweep.devices,
-                         log=log)
-    log(f"wrote {len(table)} rows to {os.path.join(os.path.abspath(out), 'results.csv')}")
+    corruption.sweep_checkpoints(_config(args), args.checkpoint or [],
+                                 args.out or _default_out(), log=_log(args))
 
 
 def _cmd_counterfactual(args) -> None:
-    from jaxrobust import pipeline
+    from jaxrobust.studies import counterfactual
 
     if args.config is None:
         args.config = "digits_ig"
-    pipeline.run_counterfactual(_config(args), args.out or _default_out(), log=_log(args))
+    counterfactual.run(_config(args), args.out or _default_out(), log=_log(args))
 
 
 def _cmd_corruptions(args) -> None:
     from jaxrobust import corruptions
 
     if args.gallery:
-        from jaxrobust.pipeline import corruption_gallery
+        from jaxrobust.studies.kernels import corruption_gallery
 
         out = corruption_gallery(args.gallery, args.out or "gallery.png",
                                  names=args.corruptions, severities=args.severities,
@@ -136,13 +100,12 @@ def _cmd_corruptions(args) -> None:
 
 
 def _cmd_bench(args) -> None:
-    from jaxrobust.bench import attribution, kernels, scale, sweep
+    from jaxrobust.studies import timing
 
-    suite = {"kernels": kernels, "sweep": sweep, "attribution": attribution,
-             "scale": scale}[args.suite]
-    # A benchmark times the set-up a library user gets; `--cpu-cores` (its own option)
-    # times the tuned one.
-    suite.main((["--out", args.out] if args.out else []) + list(args.options))
+    if not args.checkpoint:
+        raise ValueError("bench needs --checkpoint MODEL_DIR, e.g. runs/demo/models/vgg16.")
+    timing.run(_config(args), args.checkpoint, steps=args.steps, images=args.images,
+               corruption=args.corruption, out=args.json, log=_log(args))
 
 
 def _cmd_configs(args) -> None:
@@ -162,54 +125,12 @@ def _cmd_configs(args) -> None:
 
 
 def _cmd_attribute(args) -> None:
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
-    from jaxrobust import _progress, attribution, pipeline, report, train
+    from jaxrobust.studies import attribute
 
     if not args.checkpoint:
         raise ValueError("attribute needs --checkpoint MODEL_DIR, e.g. runs/demo/models/vgg16.")
-    cfg = _config(args)
-    apply_fn, params, meta = train.restore(args.checkpoint)
-    _, _, _, task = pipeline.prepare(cfg, log=lambda s: None, progress=False)
-    if list(task.images.shape[1:]) != meta["input_shape"]:
-        raise ValueError(f"checkpoint takes images of shape {meta['input_shape']}, the config's "
-                         f"are {list(task.images.shape[1:])}; set data.image_size to match.")
-    if args.n < 1:
-        raise ValueError(f"--n must be at least 1, got {args.n}.")
-    idx = np.linspace(0, len(task.images) - 1, min(args.n, len(task.images))).astype(int)
-    images, labels = task.images[idx], task.labels[idx]
-    targets = np.asarray(jnp.argmax(apply_fn(params, jnp.asarray(images)), -1))
-    methods = {  # (key of the group, images, targets) -> maps
-        "ig": lambda k, x, t: attribution.integrated_gradients(apply_fn, params, x, t,
-                                                              steps=args.steps),
-        "smoothgrad": lambda k, x, t: attribution.smoothgrad(k, apply_fn, params, x, t,
-                                                            absolute=True),
-        "saliency": lambda k, x, t: attribution.saliency(apply_fn, params, x, t)}
-    group = 8  # images per call: one program for every group, a bar over the groups
-    maps = []
-    with _progress.bar(total=len(images), desc=f"attribute ({args.method})",
-                       unit="image") as bar:
-        for start in range(0, len(images), group):
-            part = slice(start, start + group)
-            key = jax.random.fold_in(jax.random.key(cfg.seed), start)  # its own noise
-            maps.append(np.asarray(methods[args.method](key, images[part], targets[part])))
-            bar.update(len(images[part]))
-    maps = np.concatenate(maps)
-    out = os.path.abspath(args.out or _default_out())
-    os.makedirs(out, exist_ok=True)
-    names = meta["class_names"]
-    titles = [f"true {names[y]}, predicted {names[t]}" for y, t in zip(labels, targets,
-                                                                       strict=True)]
-    tmp = os.path.join(out, ".attributions.tmp.npz")
-    np.savez_compressed(tmp, images=images, attributions=np.asarray(maps), labels=labels,
-                        predicted=targets, class_names=np.asarray(names))
-    os.replace(tmp, os.path.join(out, "attributions.npz"))
-    method = {"ig": "integrated gradients"}.get(args.method, args.method)
-    report.plot_attribution_panels(images, maps, titles, os.path.join(out, "attributions.png"),
-                                   suptitle=f"{meta['model']}: {method}", method=method)
-    _log(args)(f"wrote {len(idx)} attributions to {out}/attributions.npz and attributions.png")
+    attribute.run(_config(args), args.checkpoint, args.out or _default_out(),
+                  method=args.method, steps=args.steps, n=args.n, log=_log(args))
 
 
 def _version() -> str:
@@ -323,17 +244,20 @@ def build_parser() -> argparse.ArgumentParser:
                       "your own)")
     cfgs.set_defaults(fn=_cmd_configs)
 
-    bench = command("bench", help="speed against the reference libraries",
-                    description="Runs one benchmark; everything after the benchmark's "
-                    "name goes to it (`jaxrobust bench kernels -h` lists its options).")
-    bench.add_argument("suite", choices=["kernels", "sweep", "attribution", "scale"],
-                       help="kernels: each kernel and the ImageNet-C suite against its "
-                       "reference; sweep: the study's loop against sweep.run; attribution: "
-                       "IG against Captum; scale: a 10,000-image resumable sweep")
-    bench.add_argument("--out", help="results JSON path (default benchmarks/results/...)")
-    bench.add_argument("options", nargs=argparse.REMAINDER,
-                       help="the benchmark's own options, e.g. `jaxrobust bench kernels "
-                            "--images 16 --radii 19` (list them: `jaxrobust bench kernels -h`)")
+    bench = with_config(command(
+        "bench", help="time attribution and a sweep on a trained checkpoint",
+        description="Times Integrated Gradients per image at each --steps (against its "
+        "forward+backward floor) and one corruption's sweep (image-levels per second) on "
+        "a checkpoint and the config's test images. The comparisons with reference "
+        "libraries live in the source tree's benchmarks/."))
+    bench.add_argument("--checkpoint", metavar="MODEL_DIR", help="a trained model folder")
+    bench.add_argument("--steps", type=int, nargs="+", default=[16, 32, 64],
+                       help="IG path steps to time (default 16 32 64)")
+    bench.add_argument("--images", type=int, default=16,
+                       help="test images per call (default 16)")
+    bench.add_argument("--corruption", metavar="NAME",
+                       help="the corruption swept (default: the config's first)")
+    bench.add_argument("--json", metavar="FILE", help="also write the figures to FILE")
     bench.set_defaults(fn=_cmd_bench)
     return parser
 
@@ -375,10 +299,11 @@ def _os_message(e: OSError) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_libraries()
-    if not args.one_device and args.command != "bench":
-        from jaxrobust.sharding import use_cpu_cores
+    from jaxrobust import cpu
 
-        use_cpu_cores()  # before JAX starts; no effect on a GPU/TPU or once it has
+    if not args.one_device:
+        cpu.use_cpu_cores()  # before JAX starts; no effect on a GPU/TPU or once it has
+    cpu.enable_fast_random()  # the command line owns its process
     from jaxrobust import _progress
 
     before = _progress.enabled()

@@ -13,6 +13,7 @@ import os
 import typing
 from typing import Any
 
+import numpy as np
 import yaml
 
 
@@ -272,6 +273,16 @@ def validate(config: Config) -> Config:
             raise ValueError(f"config: {key} must be at least 1, got {value}.")
     if config.data.channels not in (1, 3):
         raise ValueError(f"config: data.channels must be 1 or 3, got {config.data.channels}.")
+    cf = config.counterfactual
+    for name in ("fraction", "fractions"):
+        values = np.atleast_1d(getattr(cf, name))
+        if values.size == 0 or not np.all((values > 0) & (values <= 1)):
+            raise ValueError(f"config: counterfactual.{name} must lie in (0, 1], got "
+                             f"{getattr(cf, name)}; 0.02 edits 2 % of the pixels.")
+    for name in ("ig_steps", "max_flips", "trials"):
+        if getattr(cf, name) < 1:
+            raise ValueError(f"config: counterfactual.{name} must be at least 1, got "
+                             f"{getattr(cf, name)}.")
     return config
 
 

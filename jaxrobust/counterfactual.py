@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrobust import attribution
+from jaxrobust import _prng, attribution
 
 DEFAULT_FRACTIONS = tuple(np.round(np.arange(1, 61) / 100, 2))  # 1 %, 2 %, ..., 60 %
 
@@ -213,13 +213,27 @@ def _search(apply_fn, params, images, labels, attributions, fractions, bright, b
     return _outcome(apply_fn, params, images, edited, mask, attributions, labels, fraction)
 
 
-def _explanation_targets(apply_fn, params, images, labels, use_difference: bool):
-    """Integer true labels, or output weights one_hot(true) - one_hot(predicted)."""
-    if not use_difference:
-        return labels
-    logits = apply_fn(params, images)
-    k = logits.shape[-1]
-    return jax.nn.one_hot(labels, k) - jax.nn.one_hot(jnp.argmax(logits, -1), k)
+@functools.partial(jax.jit, static_argnames=("apply_fn", "kind", "use_difference", "steps",
+                                            "method"))
+def _attributions(apply_fn, params, images, labels, base, *, kind: str, use_difference: bool,
+                  steps: int = 0, method: str = ""):
+    """The maps that rank pixels for an edit, one compiled program per (model, kind):
+    IG (`kind="ig"`) or the signed gradient (`"gradient"`) of the true class's logit,
+    or with `use_difference` of `f_true - f_predicted` (output weights
+    `one_hot(true) - one_hot(predicted)`)."""
+    if use_difference:
+        logits = apply_fn(params, images)
+        k = logits.shape[-1]
+        weights = jax.nn.one_hot(labels, k) - jax.nn.one_hot(jnp.argmax(logits, -1), k)
+        if kind == "ig":
+            return attribution.integrated_gradients(apply_fn, params, images,
+                                                    output_weights=weights, baseline=base,
+                                                    steps=steps, method=method)
+        return attribution.weighted_gradients(apply_fn, params, images, weights[:, None])[:, 0]
+    if kind == "ig":
+        return attribution.integrated_gradients(apply_fn, params, images, labels, baseline=base,
+                                                steps=steps, method=method)
+    return attribution.saliency(apply_fn, params, images, labels, absolute=False)
 
 
 def _run_search(fn, apply_fn, params, images, true_labels, attributions_of, fractions, bright,
@@ -238,11 +252,10 @@ def _run_search(fn, apply_fn, params, images, true_labels, attributions_of, frac
 
 
 def _ig(apply_fn, params, *, use_difference, steps, method, baseline):
-    @jax.jit
     def attributions_of(images, labels):
-        targets = _explanation_targets(apply_fn, params, images, labels, use_difference)
-        return attribution.integrated_gradients(apply_fn, params, images, targets,
-                                                baseline=baseline, steps=steps, method=method)
+        base = attribution.make_baseline(None, baseline, images)
+        return _attributions(apply_fn, params, images, labels, base, kind="ig",
+                             use_difference=use_difference, steps=steps, method=method)
     return attributions_of
 
 
@@ -292,12 +305,9 @@ def saliency_edit(apply_fn: Callable, params, images, true_labels, *, fraction: 
     whose gradient is exactly zero: the study's failure mode (ReLU networks, wrong
     and confident), where the rule finds fewer pixels to edit than asked.
     """
-    @jax.jit
     def attributions_of(images, labels):
-        targets = _explanation_targets(apply_fn, params, images, labels, use_difference)
-        if use_difference:
-            return attribution._weighted_grad(apply_fn, params, images, targets)
-        return attribution.saliency(apply_fn, params, images, targets, absolute=False)
+        return _attributions(apply_fn, params, images, labels, None, kind="gradient",
+                             use_difference=use_difference)
 
     return _run_search("saliency_edit", apply_fn, params, images, true_labels, attributions_of,
                        fraction if fractions is None else fractions, bright, background)
@@ -307,12 +317,13 @@ def saliency_edit(apply_fn: Callable, params, images, true_labels, *, fraction: 
 def _flips(key, apply_fn, params, images, labels, max_flips, trials, block):
     n, h, w, _ = images.shape
 
-    def order(i, t):  # position of every pixel in trial t's random order for image i
-        k = jax.random.fold_in(jax.random.fold_in(key, i), t)
+    def order(k):  # position of every pixel in one trial's random order
         return jnp.argsort(jax.random.permutation(k, h * w)).reshape(h, w)
 
-    ranks = jax.vmap(lambda i: jax.vmap(lambda t: order(i, t))(jnp.arange(trials)))(
-        jnp.arange(n))  # (N, T, H, W)
+    # trial t of image i draws with fold_in(fold_in(key, i), t)
+    keys = jax.vmap(lambda t: _prng.item_keys(key, jnp.arange(n), t), out_axes=1)(
+        jnp.arange(trials))  # (N, T)
+    ranks = jax.vmap(jax.vmap(order))(keys)  # (N, T, H, W)
     def ok_after(ks):  # (K, N, T): right after the first k flips, for every k of `ks`
         flipped = (ranks[None] < ks[:, None, None, None, None])[..., None]
         x = jnp.where(flipped, 1.0 - images[None, :, None], images[None, :, None])

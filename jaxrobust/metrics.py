@@ -13,14 +13,7 @@ import numpy as np
 from jax import lax
 
 from jaxrobust._validation import check_image
-
-
-def _gaussian_taps(sigma: float, truncate: float) -> np.ndarray:
-    """`scipy.ndimage.gaussian_filter1d`'s order-0 kernel."""
-    radius = int(truncate * float(sigma) + 0.5)
-    x = np.arange(-radius, radius + 1, dtype=np.float64)
-    taps = np.exp(-0.5 * (x / sigma) ** 2)
-    return taps / taps.sum()
+from jaxrobust.corruptions._ops import scipy_gaussian_taps
 
 
 def _valid_filter(x, taps):
@@ -53,7 +46,7 @@ def _ssim_taps(shape, win_size, gaussian_weights, sigma):
         raise ValueError(f"ssim: sigma must be positive, got {sigma} (skimage raises "
                          "the same).")
     if gaussian_weights:
-        taps = _gaussian_taps(sigma, 3.5)
+        taps = scipy_gaussian_taps(sigma, 3.5)
         if win_size is None:
             win_size = len(taps)
     else:

@@ -8,33 +8,30 @@ shape does not compile it again; a chunk is never larger than the data. Random k
 per (corruption, image index, step), so results do not depend on the chunk size or
 the device count.
 
-Resuming: with a `cells_dir`, every finished (corruption, chunk) cell — SSIMs and
-every model's probabilities for its images at every level — is written there
-atomically (`<corruption>/<first image>.npz`), beside `sweep.json`, a fingerprint of
-everything the results depend on (images, labels, models and their parameters,
-corruptions, levels, key, chunk size, target). A rerun on the same folder loads the
-finished cells and computes only the others; a rerun with anything changed is
-refused, naming what changed.
+Three layers: `engine` runs the compiled programs and returns arrays (SSIM and every
+model's probabilities per image and level, and the chunk size it used); `to_table`
+turns them into the per-level table and per-image arrays; `run` checks the inputs,
+chooses the expected classes and composes the two. With a `cells_dir`, finished
+(corruption, chunk) cells go to a `jaxrobust.store.SweepStore` there, so a rerun
+resumes.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
-import os
 import time
 from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from jaxrobust import _progress
+from jaxrobust import _prng, _progress
 from jaxrobust import corruptions as registry
 from jaxrobust.metrics import ssim_compare, ssim_reference
-from jaxrobust.sharding import local_mesh, pad_leading, shard_batch
+from jaxrobust.sharding import available_bytes, local_mesh, pad_leading, shard_batch
+from jaxrobust.store import SweepStore, fingerprint
 
 TARGETS = ("corruption_type", "labels")
 _COMPILED: set = set()  # (program, shapes) already run in this process
@@ -71,118 +68,6 @@ def _check(classifiers, images, labels, corruptions, levels, target, protocol):
     return images, names, schedule
 
 
-def _digest(*arrays) -> str:
-    h = hashlib.sha256()
-    for a in arrays:
-        a = np.ascontiguousarray(np.asarray(a))
-        h.update(f"{a.dtype}{a.shape}".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()[:16]
-
-
-def fingerprint(classifiers, images, labels, names, schedule, key, target, class_names,
-                ssim_data_range: float = 1.0) -> dict:
-    """Short hashes of everything a sweep's results depend on, by component."""
-    return {
-        "ssim_data_range": float(ssim_data_range),
-        "images": _digest(images),
-        "labels": _digest(np.zeros(0) if labels is None else labels),
-        "models": {m: _digest(*jax.tree.leaves(classifiers[m][1])) for m in classifiers},
-        "class_names": {m: list((class_names or {}).get(m) or []) for m in classifiers},
-        "corruptions": list(names),
-        "levels": {n: _digest(schedule[n]) for n in names},
-        "key": _digest(jax.random.key_data(key)),
-        "target": target,
-    }
-
-
-class CellStore:
-    """Finished sweep cells on disk: one `.npz` per (corruption, chunk), atomic writes."""
-
-    def __init__(self, root: str, record: dict):
-        self.root = root
-        os.makedirs(root, exist_ok=True)
-        if not os.access(root, os.W_OK):
-            raise PermissionError(f"sweep folder {root} is not writable; pass another --out.")
-        path = os.path.join(root, "sweep.json")
-        if os.path.exists(path):
-            with open(path) as f:
-                old = json.load(f)
-            changed = [k for k in record if k != "batch_sizes" and old.get(k) != record[k]]
-            if changed:
-                raise ValueError(
-                    f"{root} holds a sweep with other {', '.join(changed)}; refusing to mix "
-                    "results. Pass another --out, or delete the folder to start afresh.")
-            self.batch_sizes = dict(old.get("batch_sizes", {}))
-        else:
-            self.batch_sizes = {}
-        self.record = record
-        for d, _, files in os.walk(root):  # leftovers of a write that was cut off
-            for f in files:
-                if ".tmp" in f:
-                    os.remove(os.path.join(d, f))
-
-    def fix_batch_size(self, name: str, batch_size: int | None) -> int | None:
-        """The chunk size used for `name` before (a rerun keeps it), else `batch_size`."""
-        before = self.batch_sizes.get(name)
-        if before is not None and batch_size is not None and before != batch_size:
-            raise ValueError(f"{self.root} was swept with batch_size {before} for {name}; "
-                             f"rerun with the same batch size (got {batch_size}) or another "
-                             "--out.")
-        return before if before is not None else batch_size
-
-    def remember(self, name: str, batch_size: int) -> None:
-        self.batch_sizes[name] = batch_size
-        self._write_json("sweep.json", {**self.record, "batch_sizes": self.batch_sizes})
-
-    def _write_json(self, name, obj):
-        tmp = os.path.join(self.root, name + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2)
-        os.replace(tmp, os.path.join(self.root, name))
-
-    def _path(self, name, start):
-        return os.path.join(self.root, name, f"{start:08d}.npz")
-
-    def load(self, name: str, start: int, size: int):
-        path = self._path(name, start)
-        if not os.path.exists(path):
-            return None
-        try:
-            with np.load(path) as z:
-                scores = z["scores"]
-                probs = [z[f"probs_{i}"] for i in range(len(z.files) - 1)]
-        except Exception:  # noqa: BLE001 - an unreadable cell is recomputed
-            return None
-        return (scores, probs) if len(scores) == size else None
-
-    def save(self, name: str, start: int, scores, probs) -> None:
-        path = self._path(name, start)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = path[:-4] + ".tmp.npz"
-        np.savez(tmp, scores=scores, **{f"probs_{i}": p for i, p in enumerate(probs)})
-        os.replace(tmp, path)
-
-
-def _available_bytes() -> float:
-    """Free memory of the default device (GPU/TPU), or the host's available memory."""
-    try:
-        stats = jax.devices()[0].memory_stats() or {}
-        free = stats.get("bytes_limit", 0) - stats.get("bytes_in_use", 0)
-        if free > 0:
-            return float(free)
-    except Exception:  # noqa: BLE001 - not every backend reports memory
-        pass
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return float(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-
-
 def auto_batch_size(program, params, images, levels, *, devices: int, fraction: float = 0.25,
                     budget_bytes: float | None = None, largest: int = 512) -> int:
     """Images per chunk so that one chunk's program fits `fraction` of free memory.
@@ -197,7 +82,7 @@ def auto_batch_size(program, params, images, levels, *, devices: int, fraction: 
     used = 0.0 if stats is None else float(stats.temp_size_in_bytes
                                            + stats.argument_size_in_bytes
                                            + stats.output_size_in_bytes)
-    budget = fraction * _available_bytes() if budget_bytes is None else budget_bytes
+    budget = fraction * available_bytes() if budget_bytes is None else budget_bytes
     per_image = max(used / probe, 1.0)
     size = int(budget // per_image) // devices * devices
     return int(min(max(size, devices), largest, max(len(images), 1)))
@@ -221,7 +106,7 @@ def _chunk_program(kernel: Callable, fns: tuple[Callable, ...], mesh, data_range
 
         def one_level(step_level):
             step, level = step_level
-            keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(base, i), step))(idx)
+            keys = _prng.item_keys(base, idx, step)
             bad = jax.vmap(kernel, in_axes=(0, 0, None))(keys, clean, level)
             scores = jax.vmap(lambda r, b: ssim_compare(r, b, data_range=data_range))(
                 reference, bad)
@@ -252,120 +137,52 @@ def clean_predictions(fn: Callable, params, images, *, batch: int = 64) -> np.nd
     return np.concatenate(out).astype(np.int32)
 
 
-def run(classifiers: Mapping[str, tuple[Callable, object]], images, labels=None, *,
-        corruptions=("scale_up", "median_blur", "gaussian_noise"),
-        levels: Mapping[str, np.ndarray] | None = None, key: jax.Array,
-        class_names: Mapping[str, list[str]] | None = None, batch_size: int | None = None,
-        target: str = "corruption_type", protocol: str = "continuous",
-        ssim_data_range: float | None = None, limit_ssim: float | None = None,
-        out_dir: str | None = None, cells_dir: str | None = None,
-        devices: int | None = None, log: Callable[[str], None] = print,
-        progress: bool | None = None):
-    """Sweeps every classifier over every (corruption, level).
+class SweepArrays(NamedTuple):
+    """What `engine` computed, per corruption name: `ssim (L, N)`, `probs` (one
+    `(L, N, K)` array per model, in the classifiers' order) and the images per chunk and
+    device it used."""
+
+    ssim: dict
+    probs: dict
+    batch_sizes: dict
+
+
+def engine(key: jax.Array, classifiers: Mapping[str, tuple[Callable, object]], images,
+           schedule: Mapping, *, batch_size: int | None = None, ssim_data_range: float = 1.0,
+           store: SweepStore | None = None, devices: int | None = None,
+           log: Callable[[str], None] = print, progress: bool | None = None) -> SweepArrays:
+    """Corrupts every image at every level of every corruption, scores SSIM, predicts.
 
     Args:
-        classifiers: name -> `(apply_fn, params)`, `apply_fn(params, (N, H, W, C)) ->
-            logits (N, K)`.
-        images: clean `(N, H, W, C)` float images in [0, 1].
-        labels: `(N,)` int labels (needed for `target="labels"`).
-        corruptions: names (aliases allowed).
-        levels: name -> 1-D levels (floats; float64 kept: the median's float radii are
-            passed exactly); default `corruptions.seed_levels(name, protocol=protocol)`
-            for the image size.
-        key: PRNG key.
-        class_names: model name -> its class names; `target="corruption_type"` needs
-            each corruption's class (`scale_up`, ...) and `original` among them.
-        batch_size: images per device in a chunk (a chunk is `batch_size x devices`
-            images; memory bound; results do not depend on it); at most
-            `ceil(N / devices)` is used. None picks it per corruption from the free
-            memory (`auto_batch_size`).
-        target: `corruption_type` — is the corruption recognised (the study's
-            question); `labels` — does the classifier keep the image's label.
-        protocol: the default levels: `continuous` (the study's schedule as a
-            continuous family, SSIM range 1) or `study` (the levels the study's float64
-            loop computed: whole-pixel crops, float disk radii; SSIM range 2, as its
-            `structural_similarity` on float64 images took). See docs/study.md.
-        ssim_data_range: SSIM's `data_range`; None: the protocol's (1 or 2).
-        limit_ssim: the study's "limit value" (its figure 39): with `corruption_type`,
-            a corrupted image whose SSIM to the clean one is above this is labelled
-            `original` (so predicting its corruption there is wrong). None: no relabel.
-        out_dir: if given, `results.csv` and `per_image.npz` are written there, and
-            finished cells to `out_dir/sweep_cells` (see `cells_dir`).
-        cells_dir: folder for finished (corruption, chunk) cells: a rerun on the same
-            folder resumes, and refuses if anything the results depend on changed.
+        classifiers: name -> `(apply_fn, params)`, `apply_fn(params, (B, H, W, C)) ->
+            logits (B, K)`.
+        images: clean `(N, H, W, C)` float images in [0, 1] (NumPy; chunks are copied
+            to the devices as they run).
+        schedule: corruption name -> 1-D float64 levels (checked by the caller).
+        key: PRNG key; corruption `c` (its position in `schedule`) of image `i` at step
+            `s` draws with `fold_in(fold_in(fold_in(key, c), i), s)`.
+        batch_size: images per device in a chunk, or None to pick it from the free
+            memory (`auto_batch_size`); a `store` that has a size for a corruption
+            keeps it.
+        ssim_data_range: SSIM's `data_range`.
+        store: where finished cells are saved and loaded (resume), or None.
         devices: split chunks over the first `devices` local devices (default all).
-        log: where one line per corruption goes (chunk size, resumed chunks, time).
-        progress: a bar per corruption (image-levels done, rate, ETA, resumed
-            chunks): True / False, or None for the process default (off in library
-            calls, on in the command line; see `jaxrobust._progress`).
+        log, progress: one line per corruption; a bar per corruption.
 
     Returns:
-        `(table, per_image)`: a pandas DataFrame with one row per (model, corruption,
-        step) — level, n, accuracy, ssim_mean, ssim_std, confidence, loss,
-        clean_accuracy — and a dict of per-image arrays (`<corruption>/ssim (steps, N)`,
-        `<corruption>/<model>/pred (steps, N)`, `.../confidence`, `.../expected`
-        (steps, N), `clean/<model>/pred (N,)`). `clean_accuracy` is the model's
-        accuracy on the clean images (labels: its labels; corruption_type: `original`;
-        NaN for a model without that class): the reference of every robustness summary,
-        never a sweep step (step 0 may be the identity corruption).
+        A `SweepArrays`.
     """
-    import pandas as pd
-
-    images, names, schedule = _check(classifiers, images, labels, corruptions, levels, target,
-                                     protocol)
-    if ssim_data_range is None:
-        ssim_data_range = registry.SSIM_DATA_RANGE[protocol]
-    if not ssim_data_range > 0:
-        raise ValueError(f"ssim_data_range must be positive, got {ssim_data_range}.")
-    if batch_size is not None and batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}.")
     mesh = local_mesh(devices)
-    if cells_dir is None and out_dir is not None:
-        cells_dir = os.path.join(out_dir, "sweep_cells")
-    store = None if cells_dir is None else CellStore(cells_dir, fingerprint(
-        classifiers, images, labels, names, schedule, key, target, class_names,
-        ssim_data_range))
-    model_names = list(classifiers)
-    expected = {}
-    for m in model_names:
-        classes = (class_names or {}).get(m)
-        for name in names:
-            if target == "labels":
-                expected[m, name] = np.asarray(labels, np.int32)
-                continue
-            if classes is None or name not in classes:
-                raise ValueError(f"model {m!r} has no class {name!r} (its classes: {classes}); "
-                                 "sweep with target='labels' or train it on this corruption.")
-            expected[m, name] = np.full(len(images), list(classes).index(name), np.int32)
-    original = {m: (list((class_names or {}).get(m) or []).index("original")
-                    if "original" in ((class_names or {}).get(m) or []) else -1)
-                for m in model_names}
-    if limit_ssim is not None and target == "corruption_type":
-        lacking = [m for m in model_names if original[m] < 0]
-        if lacking:
-            raise ValueError(f"limit_ssim relabels images as 'original', but model "
-                             f"{lacking[0]!r} has no class 'original'; drop limit_ssim.")
-    params = tuple(classifiers[m][1] for m in model_names)
-    fns = tuple(classifiers[m][0] for m in model_names)
-    rows, per_image = [], {}
+    ndev = mesh.devices.size
+    fns = tuple(fn for fn, _ in classifiers.values())
+    params = tuple(p for _, p in classifiers.values())
     n = len(images)
-    clean_accuracy = {}
-    for m, fn, p in zip(model_names, fns, params, strict=True):
-        pred = clean_predictions(fn, p, images, batch=max(1, min(n, batch_size or 64)))
-        per_image[f"clean/{m}/pred"] = pred
-        if target == "labels":
-            clean_accuracy[m] = float(np.mean(pred == np.asarray(labels)))
-        else:
-            clean_accuracy[m] = float(np.mean(pred == original[m])) if original[m] >= 0 \
-                else float("nan")
-    for c_index, name in enumerate(names):
-        kernel = registry.get(name).apply
+    out = SweepArrays({}, {}, {})
+    for c_index, name in enumerate(schedule):
         lv = jnp.asarray(registry.kernel_levels(name, schedule[name]))
         base = jax.random.fold_in(key, c_index)
-
-        program = _chunk_program(kernel, fns, mesh, float(ssim_data_range))
+        program = _chunk_program(registry.get(name).apply, fns, mesh, float(ssim_data_range))
         start = time.perf_counter()
-        ndev = mesh.devices.size
         # A chunk larger than the data would only compute padding copies.
         per_device = -(-n // ndev)
         size = None if batch_size is None else min(batch_size, per_device)
@@ -376,6 +193,7 @@ def run(classifiers: Mapping[str, tuple[Callable, object]], images, labels=None,
             log(f"  sweep {name}: {size} images per chunk and device (from the free memory)")
         if store is not None:
             store.remember(name, size)
+        out.batch_sizes[name] = size
         # Every device always gets `size` consecutive images (the last chunk is padded),
         # so each image meets the same computation whatever the device count.
         step = size * ndev
@@ -410,39 +228,164 @@ def run(classifiers: Mapping[str, tuple[Callable, object]], images, labels=None,
         bar.close()
         if resumed:
             log(f"  sweep {name}: {resumed} chunks resumed")
-        score = np.concatenate(scores).T  # (L, N)
+        out.ssim[name] = np.concatenate(scores).T  # (L, N)
+        out.probs[name] = tuple(np.concatenate([p[m] for p in probs]).transpose(1, 0, 2)
+                                for m in range(len(fns)))  # (L, N, K) per model
+        log(f"  sweep {name}: {len(lv)} levels x {n} images x {len(fns)} models "
+            f"in {time.perf_counter() - start:.1f} s")
+    return out
+
+
+def to_table(arrays: SweepArrays, schedule: Mapping, model_names, expected: Mapping,
+             clean_accuracy: Mapping, *, original: Mapping | None = None,
+             limit_ssim: float | None = None):
+    """The sweep's table and per-image arrays from `engine`'s arrays.
+
+    Args:
+        arrays: `engine`'s output.
+        schedule: corruption name -> levels (as `engine` got them).
+        model_names: the classifiers' names, in `engine`'s order.
+        expected: `(model, corruption)` -> `(N,)` int expected class per image.
+        clean_accuracy: model -> accuracy on the clean images (NaN where undefined).
+        original: model -> index of its `original` class (-1: none); with
+            `limit_ssim`, an image whose SSIM is above it is expected `original`.
+
+    Returns:
+        `(table, per_image)` as `run` describes them.
+    """
+    import pandas as pd
+
+    rows, per_image = [], {}
+    for name, levels in schedule.items():
+        score = arrays.ssim[name]
         per_image[f"{name}/ssim"] = score
-        for mi, m in enumerate(model_names):
-            prob = np.concatenate([p[mi] for p in probs]).transpose(1, 0, 2)  # (L, N, K)
+        for m, prob in zip(model_names, arrays.probs[name], strict=True):
             pred = prob.argmax(-1)
             exp = np.broadcast_to(expected[m, name], pred.shape)
-            if limit_ssim is not None and target == "corruption_type":
+            if limit_ssim is not None:
                 exp = np.where(score > limit_ssim, original[m], exp).astype(np.int32)
             correct = pred == exp
-            loss = np.asarray(optax.softmax_cross_entropy_with_integer_labels(
-                jnp.log(jnp.maximum(prob, 1e-12)), exp))
+            confidence = prob.max(-1)
+            loss = -np.log(np.maximum(np.take_along_axis(prob, exp[..., None], -1)[..., 0],
+                                      1e-12))
             per_image[f"{name}/{m}/pred"] = pred.astype(np.int32)
-            per_image[f"{name}/{m}/confidence"] = prob.max(-1)
+            per_image[f"{name}/{m}/confidence"] = confidence
             per_image[f"{name}/{m}/correct"] = correct
             per_image[f"{name}/{m}/expected"] = np.ascontiguousarray(exp)
-            for step in range(len(lv)):
+            for step in range(len(levels)):
                 rows.append({"model": m, "corruption": name, "step": step,
-                             "level": float(schedule[name][step]), "n": n,
+                             "level": float(levels[step]), "n": pred.shape[1],
                              "accuracy": float(correct[step].mean()),
                              "ssim_mean": float(score[step].mean()),
                              "ssim_std": float(score[step].std()),
-                             "confidence": float(prob[step].max(-1).mean()),
+                             "confidence": float(confidence[step].mean()),
                              "loss": float(loss[step].mean()),
                              "clean_accuracy": clean_accuracy[m]})
-        log(f"  sweep {name}: {len(lv)} levels x {n} images x {len(model_names)} models "
-            f"in {time.perf_counter() - start:.1f} s")
     table = pd.DataFrame(rows)
-    if out_dir is not None:
-        os.makedirs(out_dir, exist_ok=True)
-        tmp = os.path.join(out_dir, ".results.csv.tmp")
-        table.to_csv(tmp, index=False)
-        os.replace(tmp, os.path.join(out_dir, "results.csv"))
-        tmp = os.path.join(out_dir, ".per_image.tmp.npz")
-        np.savez_compressed(tmp, **per_image)
-        os.replace(tmp, os.path.join(out_dir, "per_image.npz"))
+    table.attrs["batch_sizes"] = dict(arrays.batch_sizes)
     return table, per_image
+
+
+def run(key: jax.Array, classifiers: Mapping[str, tuple[Callable, object]], images,
+        labels=None, *, corruptions=("scale_up", "median_blur", "gaussian_noise"),
+        levels: Mapping[str, np.ndarray] | None = None,
+        class_names: Mapping[str, list[str]] | None = None, batch_size: int | None = None,
+        target: str = "corruption_type", protocol: str = "continuous",
+        ssim_data_range: float | None = None, limit_ssim: float | None = None,
+        cells_dir: str | None = None, devices: int | None = None,
+        log: Callable[[str], None] = print, progress: bool | None = None):
+    """Sweeps every classifier over every (corruption, level).
+
+    Args:
+        classifiers: name -> `(apply_fn, params)`, `apply_fn(params, (N, H, W, C)) ->
+            logits (N, K)`.
+        images: clean `(N, H, W, C)` float images in [0, 1].
+        labels: `(N,)` int labels (needed for `target="labels"`).
+        corruptions: names (aliases allowed).
+        levels: name -> 1-D levels (floats; float64 kept: the median's float radii are
+            passed exactly); default `corruptions.seed_levels(name, protocol=protocol)`
+            for the image size.
+        key: PRNG key.
+        class_names: model name -> its class names; `target="corruption_type"` needs
+            each corruption's class (`scale_up`, ...) and `original` among them.
+        batch_size: images per device in a chunk (a chunk is `batch_size x devices`
+            images; memory bound; results do not depend on it); at most
+            `ceil(N / devices)` is used. None picks it per corruption from the free
+            memory (`auto_batch_size`).
+        target: `corruption_type` — is the corruption recognised (the study's
+            question); `labels` — does the classifier keep the image's label.
+        protocol: the default levels: `continuous` (the study's schedule as a
+            continuous family, SSIM range 1) or `study` (the levels the study's float64
+            loop computed: whole-pixel crops, float disk radii; SSIM range 2, as its
+            `structural_similarity` on float64 images took). See docs/study.md.
+        ssim_data_range: SSIM's `data_range`; None: the protocol's (1 or 2).
+        limit_ssim: the study's "limit value" (its figure 39): with `corruption_type`,
+            a corrupted image whose SSIM to the clean one is above this is labelled
+            `original` (so predicting its corruption there is wrong). None: no relabel.
+        cells_dir: folder for finished (corruption, chunk) cells: a rerun on the same
+            folder resumes, and refuses if anything the results depend on changed.
+        devices: split chunks over the first `devices` local devices (default all).
+        log: where one line per corruption goes (chunk size, resumed chunks, time).
+        progress: a bar per corruption (image-levels done, rate, ETA, resumed
+            chunks): True / False, or None for the process default (off in library
+            calls, on in the command line; see `jaxrobust._progress`).
+
+    Returns:
+        `(table, per_image)`: a pandas DataFrame with one row per (model, corruption,
+        step) — level, n, accuracy, ssim_mean, ssim_std, confidence, loss,
+        clean_accuracy — and a dict of per-image arrays (`<corruption>/ssim (steps, N)`,
+        `<corruption>/<model>/pred (steps, N)`, `.../confidence`, `.../expected`
+        (steps, N), `clean/<model>/pred (N,)`). `table.attrs["batch_sizes"]` holds the
+        images per chunk and device used per corruption. `jaxrobust.store.
+        write_results` writes both to files. `clean_accuracy` is the model's
+        accuracy on the clean images (labels: its labels; corruption_type: `original`;
+        NaN for a model without that class): the reference of every robustness summary,
+        never a sweep step (step 0 may be the identity corruption).
+    """
+    images, names, schedule = _check(classifiers, images, labels, corruptions, levels, target,
+                                     protocol)
+    if ssim_data_range is None:
+        ssim_data_range = registry.SSIM_DATA_RANGE[protocol]
+    if not ssim_data_range > 0:
+        raise ValueError(f"ssim_data_range must be positive, got {ssim_data_range}.")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}.")
+    store = None if cells_dir is None else SweepStore(cells_dir, fingerprint(
+        key, classifiers, images, labels, names, schedule, target, class_names,
+        ssim_data_range))
+    model_names = list(classifiers)
+    classes = {m: list((class_names or {}).get(m) or []) for m in model_names}
+    expected = {}
+    for m in model_names:
+        for name in names:
+            if target == "labels":
+                expected[m, name] = np.asarray(labels, np.int32)
+                continue
+            if name not in classes[m]:
+                raise ValueError(f"model {m!r} has no class {name!r} (its classes: "
+                                 f"{(class_names or {}).get(m)}); sweep with "
+                                 "target='labels' or train it on this corruption.")
+            expected[m, name] = np.full(len(images), classes[m].index(name), np.int32)
+    original = {m: classes[m].index("original") if "original" in classes[m] else -1
+                for m in model_names}
+    relabel = limit_ssim is not None and target == "corruption_type"
+    if relabel and min(original.values()) < 0:
+        lacking = [m for m in model_names if original[m] < 0][0]
+        raise ValueError(f"limit_ssim relabels images as 'original', but model {lacking!r} "
+                         "has no class 'original'; drop limit_ssim.")
+    n = len(images)
+    per_clean, clean_accuracy = {}, {}
+    for m, (fn, p) in classifiers.items():
+        pred = clean_predictions(fn, p, images, batch=max(1, min(n, batch_size or 64)))
+        per_clean[f"clean/{m}/pred"] = pred
+        if target == "labels":
+            clean_accuracy[m] = float(np.mean(pred == np.asarray(labels)))
+        else:
+            clean_accuracy[m] = (float(np.mean(pred == original[m])) if original[m] >= 0
+                                 else float("nan"))
+    arrays = engine(key, classifiers, images, {name: schedule[name] for name in names},
+                    batch_size=batch_size, ssim_data_range=float(ssim_data_range),
+                    store=store, devices=devices, log=log, progress=progress)
+    table, per_image = to_table(arrays, schedule, model_names, expected, clean_accuracy,
+                                original=original, limit_ssim=limit_ssim if relabel else None)
+    return table, {**per_clean, **per_image}

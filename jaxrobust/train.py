@@ -20,7 +20,7 @@ import optax
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from jaxrobust import _progress, models
+from jaxrobust import _io, _progress, models
 from jaxrobust.config import ModelConfig, TrainConfig
 
 METADATA = "model.json"
@@ -114,10 +114,7 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, *, train_images, train
             raise ValueError(f"{model_dir} holds a model trained with another configuration; "
                              "pass another --out (or delete the folder) to start afresh.")
     os.makedirs(model_dir, exist_ok=True)
-    tmp = meta_path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(meta, f, indent=2)
-    os.replace(tmp, meta_path)
+    _io.write_json(meta_path, meta)
 
     model = _build(meta)
     model.train()

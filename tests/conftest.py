@@ -1,6 +1,7 @@
 """Shared fixtures. Tests draw fresh random inputs and compare with the references."""
 
 import os
+import sys
 import tempfile
 import zlib
 
@@ -19,6 +20,14 @@ jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE
 jax.config.update("jax_persistent_cache_min_compile_time_secs",
                   float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+import jaxrobust.cpu  # noqa: E402
+
+jaxrobust.cpu.enable_fast_random()  # as the command line runs (values are the same)
+
+# The benchmarks' reference helpers (`benchmarks.reference`, the Captum twin) live in
+# the source tree, not in the package.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture

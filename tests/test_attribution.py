@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from benchmarks.attribution import torch_twin
 from jaxrobust import attribution, models
-from jaxrobust.bench.attribution import torch_twin
 
 torch = pytest.importorskip("torch", reason="torch is not installed (pip install torch==2.13.0)")
 captum_attr = pytest.importorskip("captum.attr", reason="captum is not installed")
@@ -80,8 +80,8 @@ def test_baselines_smoothgrad_and_bad_input(rng, nets):
         out = attribution.integrated_gradients(apply_fn, params, x, [0, 1], steps=8,
                                                baseline=kind)
         assert out.shape == x.shape and np.all(np.isfinite(np.asarray(out)))
-    out = attribution.integrated_gradients(apply_fn, params, x, 1, steps=8, baseline="uniform",
-                                           key=jax.random.key(0))
+    noise = attribution.make_baseline(jax.random.key(0), "uniform", x)
+    out = attribution.integrated_gradients(apply_fn, params, x, 1, steps=8, baseline=noise)
     assert out.shape == x.shape
     sg = attribution.smoothgrad(jax.random.key(1), apply_fn, params, x, [0, 1], samples=4)
     assert sg.shape == x.shape
@@ -89,8 +89,28 @@ def test_baselines_smoothgrad_and_bad_input(rng, nets):
         attribution.integrated_gradients(apply_fn, params, x, [0, 1], method="simpson")
     with pytest.raises(ValueError, match="integer class indices"):
         attribution.saliency(apply_fn, params, x, [0.5, 1.0])
+    with pytest.raises(ValueError, match="output_weights="):  # float targets are weights
+        attribution.integrated_gradients(apply_fn, params, x, np.ones((2, 4), np.float32))
+    with pytest.raises(ValueError, match="not both"):
+        attribution.integrated_gradients(apply_fn, params, x, [0, 1],
+                                         output_weights=np.ones((2, 4), np.float32))
+    with pytest.raises(ValueError, match="output_weights must be"):
+        attribution.integrated_gradients(apply_fn, params, x,
+                                         output_weights=np.ones((2, 3), np.float32))
+    with pytest.raises(ValueError, match="make_baseline"):
+        attribution.integrated_gradients(apply_fn, params, x, 1, baseline="uniform")
     with pytest.raises(ValueError, match=r"\(N, H, W, C\)"):
         attribution.saliency(apply_fn, params, x[0], 0)
+
+
+def test_blur_baseline_equals_scipy(rng):
+    from scipy import ndimage
+
+    x = rng.random((2, 17, 13, 3), dtype=np.float32)
+    got = attribution.make_baseline(None, "blur", x, sigma=2.5)
+    want = ndimage.gaussian_filter(x.astype(np.float64), sigma=(0, 2.5, 2.5, 0),
+                                   mode="mirror", truncate=3.0)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=2e-6)
 
 
 def test_several_targets_in_one_pass_equal_separate_runs(rng, nets):
@@ -151,5 +171,5 @@ def test_attribution_drift_over_levels(rng, nets):
     b = a + 0.3 * rng.random(50)
     from scipy.stats import spearmanr
 
-    assert float(attribution._rank_correlation(jnp.asarray(a), jnp.asarray(b))) == \
+    assert float(attribution.checks._rank_correlation(jnp.asarray(a), jnp.asarray(b))) == \
         pytest.approx(spearmanr(a, b).statistic, abs=1e-5)

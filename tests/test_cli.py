@@ -69,6 +69,24 @@ def test_run_trains_sweeps_and_reports(tmp_path, capsys, monkeypatch):
     saved = np.load(att / "attributions.npz")
     assert saved["attributions"].shape == (3, 24, 24, 1)
     assert (att / "attributions.png").stat().st_size > 0
+    # a sweep of the checkpoint writes its own report; bench times it, per image
+    ckpt = str(out / "models" / "small_cnn")
+    swp = tmp_path / "swp"
+    assert cli.main(["sweep", *SMALL, "--checkpoint", ckpt, "--corruptions", "gaussian_noise",
+                     "--out", str(swp)]) == 0
+    for name in ("results.csv", "per_image.npz", "summary.json", "report.html",
+                 "accuracy_vs_level.png"):
+        assert (swp / name).stat().st_size > 0, name
+    assert "Results by model" in (swp / "report.html").read_text()
+    import json
+
+    assert cli.main(["bench", *SMALL, "--checkpoint", ckpt, "--steps", "4", "8", "--images",
+                     "2", "--corruption", "gaussian_noise", "--json",
+                     str(tmp_path / "b.json")]) == 0
+    timed = json.loads((tmp_path / "b.json").read_text())
+    assert [r["steps"] for r in timed["ig"]] == [4, 8]
+    assert all(r["ig_ms_per_image"] > 0 and r["floor_ms_per_image"] > 0 for r in timed["ig"])
+    assert timed["sweep"]["image_levels_per_s"] > 0 and timed["images"] == 2
     # the folder stays whole: a rerun with another config stops at once, touching nothing
     import time
 
@@ -84,10 +102,11 @@ def test_run_trains_sweeps_and_reports(tmp_path, capsys, monkeypatch):
     assert time.perf_counter() - start < 15
     assert "nothing to do" in capsys.readouterr().out
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
-    from jaxrobust import config, pipeline
+    from jaxrobust import config
+    from jaxrobust.studies import folder
 
     cfg = config.load(None, SMALL[1::2] + ["train.epochs=2"])
-    assert pipeline.claim_folder(cfg, str(out), restart=True, log=lambda s: None) is False
+    assert folder.claim_folder(cfg, str(out), restart=True, log=lambda s: None) is False
     assert list(out.iterdir()) == []
 
 
@@ -117,13 +136,12 @@ def test_bad_config_and_kernels_demo_refuses_a_non_empty_folder(tmp_path, capsys
 
 
 def test_console_script_exits_non_zero_on_bad_arguments():
-    proc = subprocess.run([sys.executable, "-m", "jaxrobust.cli", "bench", "nothing"],
+    proc = subprocess.run([sys.executable, "-m", "jaxrobust.cli", "nothing"],
                           capture_output=True, text=True)
     assert proc.returncode != 0
     assert "invalid choice" in proc.stderr
-    # a benchmark's own options pass through `jaxrobust bench`, and are checked there
-    proc = subprocess.run([sys.executable, "-m", "jaxrobust.cli", "bench", "kernels",
-                           "--images", "4", "--no-such-option"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "jaxrobust.cli", "bench", "--images", "4",
+                           "--no-such-option"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "unrecognized arguments: --no-such-option" in proc.stderr
 
@@ -169,12 +187,8 @@ def test_version_configs_and_accurate_help(capsys):
     assert "Integrated Gradients" in sub["attribute"].format_help()
     for name in ("run", "train", "sweep", "attribute", "counterfactual"):
         assert "--seed" in sub[name].format_help() and "--quiet" in sub[name].format_help()
-    with pytest.raises(SystemExit) as e:  # a benchmark's own options, documented
-        cli.main(["bench", "kernels", "-h"])
-    assert e.value.code == 0
-    text = capsys.readouterr().out
-    assert "jaxrobust bench kernels" in text and "--suite-images" in text
-    assert "median disk radii" in text and "--cpu-cores" in text
+    text = sub["bench"].format_help()
+    assert "--checkpoint" in text and "--steps" in text and "floor" in text
 
 
 def test_seed_and_names_checked_before_any_data(tmp_path, capsys, monkeypatch):

@@ -82,8 +82,8 @@ def test_ig_of_the_logit_difference_equals_the_difference_of_igs(rng):
     x = rng.random((5, H, W, 1)).astype(np.float32)
     a, b = rng.integers(0, K, 5), rng.integers(0, K, 5)
     weights = jax.nn.one_hot(a, K) - jax.nn.one_hot(b, K)
-    both, delta = attribution.integrated_gradients(apply_fn, params, x, weights, steps=16,
-                                                   return_delta=True)
+    both, delta = attribution.integrated_gradients(apply_fn, params, x, output_weights=weights,
+                                                   steps=16, return_delta=True)
     separate = (attribution.integrated_gradients(apply_fn, params, x, a, steps=16)
                 - attribution.integrated_gradients(apply_fn, params, x, b, steps=16))
     np.testing.assert_allclose(np.asarray(both), np.asarray(separate), rtol=1e-4,
@@ -103,10 +103,11 @@ def test_fraction_search_agrees_with_a_python_loop(rng, use_difference):
     got = cf.ig_fraction_search(apply_fn, params, x, labels, fractions=fractions, steps=16,
                                 use_difference=use_difference)
     if use_difference:
-        targets = jax.nn.one_hot(labels, K) - jax.nn.one_hot(pred, K)
+        weights = jax.nn.one_hot(labels, K) - jax.nn.one_hot(pred, K)
+        maps = attribution.integrated_gradients(apply_fn, params, x, output_weights=weights,
+                                                steps=16)
     else:
-        targets = labels
-    maps = attribution.integrated_gradients(apply_fn, params, x, targets, steps=16)
+        maps = attribution.integrated_gradients(apply_fn, params, x, labels, steps=16)
     np.testing.assert_allclose(np.asarray(got.attributions), np.asarray(maps), rtol=1e-5,
                                atol=1e-6)
     background = np.asarray(cf.background_value(x))
@@ -141,7 +142,8 @@ def test_searches_are_one_compiled_call_over_all_candidates(rng):
         traces.clear()
         cf.saliency_edit(counted, params, x, labels, fractions=fractions)
         counts.append(len(traces))
-    assert counts[0] == counts[1] <= 6
+    # 40 candidates trace no more than 2 (the maps' program is kept between calls)
+    assert counts[1] <= counts[0] <= 6
     for trials, max_flips in ((2, 5), (16, 60)):
         traces.clear()
         cf.random_flip_search(jax.random.key(0), counted, params, x, labels, trials=trials,

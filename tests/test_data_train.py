@@ -76,15 +76,15 @@ def test_tfds_source_with_mock_data():
 
 def test_task_is_balanced_reproducible_and_labelled(rng):
     images = data.load_phantom(8, image_size=24).images
-    a = data.corruption_task(images, key=jax.random.key(3))
-    b = data.corruption_task(images, key=jax.random.key(3))
+    a = data.corruption_task(jax.random.key(3), images)
+    b = data.corruption_task(jax.random.key(3), images)
     np.testing.assert_array_equal(a.images, b.images)
     assert a.class_names == ("original", "scale_up", "median_blur", "gaussian_noise")
     assert np.bincount(a.labels).tolist() == [8, 8, 8, 8]
     assert np.all(a.levels[a.labels == 0] == 0) and np.all(a.levels[a.labels > 0] > 0)
     blur = a.levels[a.labels == 2]
     np.testing.assert_array_equal(blur, np.round(blur))
-    two = data.corruption_task(images, key=jax.random.key(3), corruptions=("blur", "noise"))
+    two = data.corruption_task(jax.random.key(3), images, corruptions=("blur", "noise"))
     assert two.class_names == ("original", "median_blur", "gaussian_noise")
     train_idx, test_idx = data.split(10, test_fraction=0.3, seed=0)
     assert len(test_idx) == 3 and not set(train_idx) & set(test_idx)
@@ -122,8 +122,8 @@ def test_config_files_overrides_and_errors(tmp_path):
 def _tiny_task():
     images = data.load_phantom(16, image_size=24).images
     tr, te = data.split(16, test_fraction=0.25, seed=0)
-    return (data.corruption_task(images[tr], key=jax.random.key(0)),
-            data.corruption_task(images[te], key=jax.random.key(1)))
+    return (data.corruption_task(jax.random.key(0), images[tr]),
+            data.corruption_task(jax.random.key(1), images[te]))
 
 
 def test_training_loss_falls_checkpoints_restore_and_resume(tmp_path):

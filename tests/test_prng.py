@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import jaxrobust  # noqa: F401  (registers the unrolled Threefry lowering)
+import jaxrobust
 from jaxrobust import _fusion, _prng
 
 # Stock JAX in a fresh interpreter (jaxrobust never imported): the reference values.
@@ -56,10 +56,34 @@ def test_draws_are_bit_identical_to_stock_jax(rng):
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the CPU lowering")
-def test_cpu_threefry_is_unrolled():
-    assert _prng.UNROLLED_THREEFRY
+def test_cpu_threefry_is_unrolled_once_enabled():
+    assert jaxrobust.cpu.enable_fast_random()  # conftest turned it on, as the CLI does
+    assert jaxrobust.cpu.fast_random_enabled()
     text = jax.jit(lambda k: jax.random.bits(k, (64,))).lower(jax.random.key(0)).as_text()
     assert "while" not in text  # JAX's own CPU lowering is a fori_loop over 5 blocks
+
+
+_LOWERED = """
+import jax
+def text():
+    return jax.jit(lambda k: jax.random.normal(k, (64, 3))).lower(jax.random.key(0)).as_text()
+before = text()
+import jaxrobust
+from jaxrobust import attribution, corruptions, studies, sweep  # noqa: F401
+from jaxrobust.studies import corruption, counterfactual, kernels  # noqa: F401
+print(before == text(), "while" in before)
+"""
+
+
+def test_importing_jaxrobust_changes_no_lowering():
+    # A fresh interpreter: the program JAX lowers for `jax.random.normal` is the same
+    # before and after `import jaxrobust` (the fast lowering is an explicit switch).
+    done = subprocess.run([sys.executable, "-c", _LOWERED], capture_output=True, text=True,
+                          check=True)
+    same, rolled = done.stdout.split()
+    assert same == "True"
+    if jax.default_backend() == "cpu":
+        assert rolled == "True"  # stock JAX's CPU lowering, untouched
 
 
 def test_flat_equals_direct_under_jit_and_vmap(rng):

@@ -12,7 +12,7 @@ import pandas as pd
 SCRIPT = textwrap.dedent("""
     import sys, time
     import jax, numpy as np
-    from jaxrobust import models, sweep
+    from jaxrobust import models, store, sweep
     out, delay = sys.argv[1], float(sys.argv[2])
     rng = np.random.default_rng(0)
     images = (rng.integers(0, 256, (12, 20, 20, 1)) / 255).astype(np.float32)
@@ -21,17 +21,19 @@ SCRIPT = textwrap.dedent("""
     levels = {"scale_up": [0.0, 1.5, 4.0], "median_blur": [0.0, 2.0, 5.0],
               "gaussian_noise": [0.0, 0.05, 0.2]}
 
-    save = sweep.CellStore.save
+    save = store.SweepStore.save
 
     def save_slowly(self, *args):  # each saved cell is announced, then a pause
         save(self, *args)
         print("saved a cell", flush=True)
         time.sleep(delay)
 
-    sweep.CellStore.save = save_slowly
-    sweep.run({"m": models.pure(net)}, images, np.arange(12) % 4, levels=levels,
-              key=jax.random.key(1), batch_size=2, out_dir=out, log=print,
-              class_names={"m": ["original", "scale_up", "median_blur", "gaussian_noise"]})
+    store.SweepStore.save = save_slowly
+    table, per_image = sweep.run(
+        jax.random.key(1), {"m": models.pure(net)}, images, np.arange(12) % 4, levels=levels,
+        batch_size=2, cells_dir=out + "/sweep_cells", log=print,
+        class_names={"m": ["original", "scale_up", "median_blur", "gaussian_noise"]})
+    store.write_results(out, table, per_image)
     print("devices", jax.device_count(), flush=True)
 """)
 CELLS = 3 * 6  # corruptions x chunks of 2 images

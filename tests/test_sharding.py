@@ -34,13 +34,18 @@ SCRIPT = textwrap.dedent("""
     if jax.device_count() > 1:
         assert place_batch(images) is images  # 5 images: shard_batch pads them itself
     from jaxrobust import attribution, data, models
-    task = data.corruption_task(images[:, :20, :20], key=jax.random.key(2),
+    task = data.corruption_task(jax.random.key(2), images[:, :20, :20],
                                 corruptions=("scale_up", "gaussian_noise"))
     net = models.get("small_cnn", num_classes=4, input_shape=(20, 24, 1), width=0.25,
                      hidden=8)
     apply_fn, params = models.pure(net)
+    base = attribution.make_baseline(jax.random.key(4), "uniform", images)
     ig = attribution.integrated_gradients(apply_fn, params, images, np.arange(5) % 4,
-                                          baseline="uniform", key=jax.random.key(4), steps=8)
+                                          baseline=base, steps=8, devices=jax.device_count())
+    jitted = jax.jit(lambda x: attribution.integrated_gradients(
+        apply_fn, params, x, np.arange(5) % 4, baseline=base, steps=8,
+        devices=jax.device_count()))(images)  # the same split, eager or under jit
+    np.testing.assert_allclose(np.asarray(jitted), np.asarray(ig), rtol=1e-6, atol=1e-7)
     np.savez(sys.argv[1], kernels=out, task=task.images, ig=np.asarray(ig))
     print(jax.device_count())
 """)

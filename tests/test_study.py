@@ -163,8 +163,8 @@ def test_sweep_under_the_study_protocol_matches_the_loops_ssim(rng, size):
     images = rng.random((2, size, size))
     classes = ["original", "scale_up", "median_blur", "gaussian_noise"]
     apply_fn, params = _identity_classifier()
-    _, per = sweep.run({"m": (apply_fn, params)}, images[..., None].astype(np.float32),
-                       corruptions=("crop",), key=KEY, protocol="study",
+    _, per = sweep.run(KEY, {"m": (apply_fn, params)}, images[..., None].astype(np.float32),
+                       corruptions=("crop",), protocol="study",
                        class_names={"m": classes}, log=lambda s: None)
     for step, intensity in enumerate(_intensities("Crop")):
         for i, img in enumerate(images):
@@ -178,35 +178,35 @@ def test_limit_value_relabels_as_original_with_known_answers(rng):
     images = random_image(rng, (6, 24, 24, 1), eight_bit=True)
     classes = ["original", "scale_up", "median_blur", "gaussian_noise"]
     levels = {"gaussian_noise": [0.0, 0.02, 0.3]}
-    run = dict(corruptions=("noise",), levels=levels, key=KEY, class_names={"m": classes},
+    run = dict(corruptions=("noise",), levels=levels, class_names={"m": classes},
                log=lambda s: None)
     says_original = _identity_classifier(predict=0)
     says_noise = _identity_classifier(predict=3)
-    plain, per = sweep.run({"m": says_original}, images, **run)
+    plain, per = sweep.run(KEY, {"m": says_original}, images, **run)
     assert (plain.accuracy == 0).all()  # without a limit, "original" is always wrong
     assert (plain.clean_accuracy == 1).all()  # ... and always right on clean images
     limit = float(np.median(per["gaussian_noise/ssim"][1]))
     for model, correct_if_above in ((says_original, True), (says_noise, False)):
-        table, per = sweep.run({"m": model}, images, limit_ssim=limit, **run)
+        table, per = sweep.run(KEY, {"m": model}, images, limit_ssim=limit, **run)
         above = per["gaussian_noise/ssim"] > limit
         want = above.mean(1) if correct_if_above else 1 - above.mean(1)
         np.testing.assert_allclose(table.accuracy.to_numpy(), want)
         np.testing.assert_array_equal(per["gaussian_noise/m/expected"], np.where(above, 0, 3))
     assert above[0].all() and not above[2].any()  # identity step: SSIM 1, labelled original
     with pytest.raises(ValueError, match="no class 'original'"):
-        sweep.run({"m": says_original}, images, limit_ssim=0.5,
+        sweep.run(KEY, {"m": says_original}, images, limit_ssim=0.5,
                   **{**run, "class_names": {"m": ["a", "b", "c", "gaussian_noise"]}})
 
 
 def test_ssim_range_follows_the_protocol(rng):
     images = random_image(rng, (2, 20, 20, 1), eight_bit=False)
     classes = ["original", "scale_up", "median_blur", "gaussian_noise"]
-    run = dict(corruptions=("noise",), levels={"gaussian_noise": [0.1]}, key=KEY,
+    run = dict(corruptions=("noise",), levels={"gaussian_noise": [0.1]},
                class_names={"m": classes}, log=lambda s: None)
     clf = {"m": _identity_classifier()}
-    _, one = sweep.run(clf, images, **run)
-    _, two = sweep.run(clf, images, protocol="study", **run)
-    _, two_explicit = sweep.run(clf, images, ssim_data_range=2.0, **run)
+    _, one = sweep.run(KEY, clf, images, **run)
+    _, two = sweep.run(KEY, clf, images, protocol="study", **run)
+    _, two_explicit = sweep.run(KEY, clf, images, ssim_data_range=2.0, **run)
     np.testing.assert_array_equal(two["gaussian_noise/ssim"], two_explicit["gaussian_noise/ssim"])
     assert (two["gaussian_noise/ssim"] > one["gaussian_noise/ssim"]).all()
 
@@ -214,7 +214,8 @@ def test_ssim_range_follows_the_protocol(rng):
 def test_summaries_take_the_clean_accuracy_not_step_0():
     import pandas as pd
 
-    from jaxrobust import metrics, pipeline
+    from jaxrobust import metrics
+    from jaxrobust.studies import corruption
 
     # corruption_type: step 0 is the identity, where nobody can see the corruption
     acc = {"a": [0.0, 0.2, 0.6, 0.9], "b": [0.0, 0.1, 0.3, 0.5]}
@@ -224,7 +225,7 @@ def test_summaries_take_the_clean_accuracy_not_step_0():
                            "accuracy": acc[m][s], "ssim_mean": ssim[s],
                            "clean_accuracy": clean[m]} for m in acc for s in range(4)])
     per = {"c/ssim": np.ones((4, 2)), **{f"c/{m}/correct": np.ones((4, 2), bool) for m in acc}}
-    summary, _ = pipeline.summarize(table, per, target="corruption_type", fraction=0.5)
+    summary, _ = corruption.summarize(table, per, target="corruption_type", fraction=0.5)
     # a reaches 0.5 x 0.8 = 0.4 at level 2; interpolated SSIM between 0.9 (0.2) and 0.7 (0.6)
     assert summary["a"]["c"]["critical_level"] == 2.0
     assert summary["a"]["c"]["critical_ssim"] == pytest.approx(0.8)

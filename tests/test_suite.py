@@ -14,7 +14,7 @@ from scipy import ndimage
 from jaxrobust import corruptions
 from jaxrobust.corruptions import _ops
 
-ic = pytest.importorskip("jaxrobust.bench.reference")
+ic = pytest.importorskip("benchmarks.reference")
 try:
     ic.load()
 except ImportError:  # pragma: no cover - the compare extra is not installed

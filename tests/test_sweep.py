@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxrobust import corruptions, models, sweep
+from jaxrobust import corruptions, models, store, sweep
 from jaxrobust.metrics import area_under_curve, bootstrap_interval, critical_level, ssim
 
 CLASSES = ["original", "scale_up", "median_blur", "gaussian_noise"]
@@ -26,8 +26,8 @@ def setup():
 def _run(setup, **kw):
     images, apply_fn, params, levels = setup
     kw.setdefault("batch_size", 64)
-    return sweep.run({"m": (apply_fn, params)}, images, np.arange(5) % 4,
-                     levels=levels, key=jax.random.key(1), class_names={"m": CLASSES},
+    return sweep.run(jax.random.key(1), {"m": (apply_fn, params)}, images, np.arange(5) % 4,
+                     levels=levels, class_names={"m": CLASSES},
                      log=lambda s: None, **kw)
 
 
@@ -46,8 +46,8 @@ def test_a_second_sweep_reuses_the_compiled_programs(setup):
     one = ("gaussian_noise",)
     _run(setup, corruptions=one, batch_size=2)
     before = sweep._chunk_program.cache_info()
-    table, _ = sweep.run({"m": (apply_fn, params)}, images[::-1], np.arange(5) % 4,
-                         corruptions=one, levels=levels, key=jax.random.key(7),
+    table, _ = sweep.run(jax.random.key(7), {"m": (apply_fn, params)}, images[::-1],
+                         np.arange(5) % 4, corruptions=one, levels=levels,
                          class_names={"m": CLASSES}, batch_size=3, log=lambda s: None)
     after = sweep._chunk_program.cache_info()
     assert after.misses == before.misses and after.hits == before.hits + 1
@@ -74,8 +74,10 @@ def test_per_level_accuracy_equals_a_plain_loop(setup):
 
 
 def test_labels_target_and_outputs(setup, tmp_path):
-    table, per = _run(setup, target="labels", out_dir=str(tmp_path))
+    table, per = _run(setup, target="labels")
+    store.write_results(str(tmp_path), table, per)
     assert (tmp_path / "results.csv").exists() and (tmp_path / "per_image.npz").exists()
+    assert set(np.load(tmp_path / "per_image.npz").files) == set(per)
     assert len(table) == 9 and set(table.columns) >= {"model", "corruption", "step", "level",
                                                       "n", "accuracy", "ssim_mean"}
     assert set(table.clean_accuracy) == {np.mean(per["clean/m/pred"] == np.arange(5) % 4)}
@@ -84,15 +86,16 @@ def test_labels_target_and_outputs(setup, tmp_path):
 def test_bad_input(setup):
     images, apply_fn, params, levels = setup
     clf = {"m": (apply_fn, params)}
-    kw = dict(key=jax.random.key(0), class_names={"m": CLASSES}, log=lambda s: None)
+    key, kw = jax.random.key(0), dict(class_names={"m": CLASSES}, log=lambda s: None)
     with pytest.raises(ValueError, match="unknown corruption"):
-        sweep.run(clf, images, corruptions=("hail",), **kw)
+        sweep.run(key, clf, images, corruptions=("hail",), **kw)
     with pytest.raises(ValueError, match="levels for median_blur"):
-        sweep.run(clf, images, corruptions=("blur",), levels={"median_blur": [0, 40]}, **kw)
+        sweep.run(key, clf, images, corruptions=("blur",), levels={"median_blur": [0, 40]},
+                  **kw)
     with pytest.raises(ValueError, match="one label per image"):
-        sweep.run(clf, images, np.zeros(3), **kw)
+        sweep.run(key, clf, images, np.zeros(3), **kw)
     with pytest.raises(ValueError, match="has no class"):
-        sweep.run(clf, images, corruptions=("blur",), key=jax.random.key(0),
+        sweep.run(jax.random.key(0), clf, images, corruptions=("blur",),
                   class_names={"m": ["cat", "dog"]}, log=lambda s: None)
 
 
@@ -107,21 +110,21 @@ def test_summaries():
 
 
 def test_a_sweep_folder_refuses_another_configuration(setup, tmp_path):
-    first, _ = _run(setup, batch_size=2, out_dir=str(tmp_path))
-    again, _ = _run(setup, batch_size=2, out_dir=str(tmp_path))  # all cells reused
+    first, _ = _run(setup, batch_size=2, cells_dir=str(tmp_path))
+    again, _ = _run(setup, batch_size=2, cells_dir=str(tmp_path))  # all cells reused
     assert first.equals(again)
     images, apply_fn, params, levels = setup
     with pytest.raises(ValueError, match="other key; refusing to mix"):
-        sweep.run({"m": (apply_fn, params)}, images, np.arange(5) % 4, levels=levels,
-                  key=jax.random.key(2), class_names={"m": CLASSES}, batch_size=2,
-                  out_dir=str(tmp_path), log=lambda s: None)
+        sweep.run(jax.random.key(2), {"m": (apply_fn, params)}, images, np.arange(5) % 4,
+                  levels=levels, class_names={"m": CLASSES}, batch_size=2,
+                  cells_dir=str(tmp_path), log=lambda s: None)
     with pytest.raises(ValueError, match="other images, models"):
-        sweep.run({"m": (apply_fn, jax.tree.map(lambda p: p + 1, params))}, images[::-1],
-                  np.arange(5) % 4, levels=levels, key=jax.random.key(1),
-                  class_names={"m": CLASSES}, batch_size=2, out_dir=str(tmp_path),
+        sweep.run(jax.random.key(1), {"m": (apply_fn, jax.tree.map(lambda p: p + 1, params))},
+                  images[::-1], np.arange(5) % 4, levels=levels,
+                  class_names={"m": CLASSES}, batch_size=2, cells_dir=str(tmp_path),
                   log=lambda s: None)
     with pytest.raises(ValueError, match="batch_size 2"):
-        _run(setup, batch_size=3, out_dir=str(tmp_path))
+        _run(setup, batch_size=3, cells_dir=str(tmp_path))
 
 
 def test_automatic_chunk_size_fits_the_budget(setup):
@@ -146,14 +149,15 @@ def test_suite_corruptions_sweep_on_their_default_severities(setup):
     # 0 .. 5, contrast's identity is 1, and a level outside the range is refused
     images, apply_fn, params, _ = setup
     clf = {"m": (apply_fn, params)}
-    table, per_image = sweep.run(clf, images, np.arange(5) % 4, corruptions=("fog", "contrast"),
-                                 key=jax.random.key(2), target="labels", log=lambda s: None)
+    table, per_image = sweep.run(jax.random.key(2), clf, images, np.arange(5) % 4,
+                                 corruptions=("fog", "contrast"), target="labels",
+                                 log=lambda s: None)
     assert set(table["corruption"]) == {"fog", "contrast"}
     assert len(table) == 2 * 21
     first = table[table["step"] == 0]
     np.testing.assert_allclose(first["ssim_mean"], 1.0, atol=1e-6)  # severity 0: clean
     assert table[table["corruption"] == "fog"]["ssim_mean"].iloc[-1] < 0.9
     with pytest.raises(ValueError, match="levels for contrast"):
-        sweep.run(clf, images, np.arange(5) % 4, corruptions=("contrast",),
-                  levels={"contrast": [1.0, 11.0]}, key=jax.random.key(0), target="labels",
+        sweep.run(jax.random.key(0), clf, images, np.arange(5) % 4, corruptions=("contrast",),
+                  levels={"contrast": [1.0, 11.0]}, target="labels",
                   log=lambda s: None)

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxrobust._validation import check_image, check_level
+from jaxrobust.corruptions._ops import finish
 
 
 def _zoom_axis(size: int, crop):
@@ -61,6 +62,5 @@ def scale_up(key, image, crop):
     rows = (jnp.take(planes, y0, axis=1) * (1.0 - fy)[None, :, None]
             + jnp.take(planes, y1, axis=1) * fy[None, :, None])
     out = jnp.einsum("chw,jw->chj", rows, mix, precision=lax.Precision.HIGHEST)
-    out = jnp.moveaxis(out, 0, -1)
-    return jnp.where(ok, out, jnp.nan).astype(image.dtype)
+    return finish(jnp.moveaxis(out, 0, -1), ok, image, clip=False)
 

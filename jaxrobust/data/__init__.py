@@ -8,12 +8,14 @@ inside jaxrobust), `folder:PATH` and `tfds:NAME`.
 from jaxrobust.data.sources import (
     PHANTOM_CLASSES,
     Dataset,
+    gallery_image,
     load,
     load_digits,
     load_folder,
     load_phantom,
     load_tfds,
     quantize,
+    sample_image,
 )
 from jaxrobust.data.task import ORIGINAL, Task, corruption_task, level_range, split
 
@@ -23,6 +25,7 @@ __all__ = [
     "Dataset",
     "Task",
     "corruption_task",
+    "gallery_image",
     "level_range",
     "load",
     "load_digits",
@@ -30,5 +33,6 @@ __all__ = [
     "load_phantom",
     "load_tfds",
     "quantize",
+    "sample_image",
     "split",
 ]

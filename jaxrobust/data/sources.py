@@ -346,3 +346,40 @@ def load(source: str, *, image_size: int, channels: int = 1, strict: bool = Fals
         return load_tfds(source[len("tfds:"):], image_size=image_size, channels=channels)
     raise ValueError(f"unknown data source {source!r}; use phantom, digits, folder:PATH "
                      "or tfds:NAME.")
+
+
+def sample_image(size: int = 174) -> np.ndarray:
+    """scikit-image's bundled camera photograph, grayscale, `(size, size, 1)`, 8-bit-valued
+    (default: the study's 174 x 174)."""
+    from skimage import data, transform
+
+    image = transform.resize(data.camera(), (size, size), anti_aliasing=True)
+    return (np.round(image * 255.0) / 255.0).astype(np.float32)[..., None]
+
+
+def gallery_image(source: str, size: int = 224) -> np.ndarray:
+    """The gallery's input: an image file, or `sample` (scikit-image's astronaut), as
+    an 8-bit-valued float32 `(size, size, C)`: the shorter side resized to `size`, the
+    centre cropped square (ImageNet-C's 224-pixel protocol)."""
+    from skimage import data, transform
+
+    from jaxrobust.data.sources import read_image
+
+    if source == "sample":
+        image = data.astronaut() / 255.0
+    elif not os.path.isfile(source):
+        raise ValueError(f"gallery image {source} does not exist; pass an image file or "
+                         "'sample'.")
+    else:
+        try:
+            image = read_image(source)
+        except ValueError as e:
+            raise ValueError(f"gallery image {source}: {e}; pass a PNG, JPEG or TIFF "
+                             "picture.") from None
+    h, w = image.shape[:2]
+    scale = size / min(h, w)
+    shape = (max(size, round(h * scale)), max(size, round(w * scale)))
+    image = transform.resize(image, shape + image.shape[2:], anti_aliasing=True)
+    top, left = (shape[0] - size) // 2, (shape[1] - size) // 2
+    image = image[top:top + size, left:left + size]
+    return (np.round(image * 255.0) / 255.0).astype(np.float32)

@@ -57,7 +57,7 @@ def _in_chunks(program, keys, images, levels):
     return jnp.concatenate(parts)[:n]
 
 
-def corruption_task(images, *, key: jax.Array, corruptions: tuple[str, ...] = DEFAULT_CORRUPTIONS,
+def corruption_task(key: jax.Array, images, *, corruptions: tuple[str, ...] = DEFAULT_CORRUPTIONS,
                     levels: dict[str, tuple[float, float]] | None = None,
                     devices: int | None = None, progress: bool | None = None) -> Task:
     """Builds the balanced corruption-type data set from clean images, on device.

@@ -53,8 +53,8 @@ def _conv_relu_pool_one_channel(x, kernel, bias):
     """`_conv_relu_pool_reference` for one input channel, in one fused elementwise
     pass: each pooled output is the max over its 2x2 window of `kh * kw` shifted
     (stride-2) multiply-adds, so the full-resolution conv output is never stored.
-    Compiled apart (`jaxrobust._fusion`): fused into what follows (the next conv),
-    XLA laid it out ~8x slower."""
+    Compiled apart (`jaxrobust._fusion`), so that XLA does not fuse it into the next
+    conv's layout."""
     return separately(_conv_relu_pool_loop, x, kernel, bias)
 
 
@@ -92,11 +92,10 @@ _conv_relu_pool_one_channel.defvjp(_conv_relu_pool_fwd, _conv_relu_pool_bwd)
 def conv_relu_pool(module: nnx.Conv, x: jax.Array) -> jax.Array:
     """`max_pool(relu(module(x)), 2, 2, 'VALID')`, faster on CPU for one input channel.
 
-    XLA's CPU convolution runs a conv from one input channel at ~3 GMAC/s (it is built
-    for many channels), and the full-resolution output it stores before the pool is
-    the larger cost. For that case (stride 1, 'SAME', odd kernel, bias) the forward
-    pass is one fused elementwise loop (see `_conv_relu_pool_one_channel`; the small
-    CNN's first stage ~15x faster, the whole network ~2.8x) and the backward pass is
+    XLA's CPU convolution is built for many input channels, and for one it is slow;
+    the full-resolution output it stores before the pool costs more still. For that
+    case (stride 1, 'SAME', odd kernel, bias) the forward pass is one fused
+    elementwise loop (see `_conv_relu_pool_one_channel`) and the backward pass is
     XLA's own (conv and max-pool gradients, ties included). Same values up to float
     rounding (tested). Reverse-mode only (a `custom_vjp`: `jax.grad`, not `jax.jvp`).
     Any other configuration runs the module and the pool.

@@ -8,7 +8,16 @@ from jaxrobust.report.plots import (
     plot_attribution_panels,
     plot_confusion,
     plot_edit_panels,
+    plot_gallery,
+    plot_kernel_protocol,
     plot_ssim_vs_level,
+)
+from jaxrobust.report.run import (
+    leaderboard,
+    run_flags,
+    run_footer,
+    run_overview,
+    saliency_figures,
 )
 
 __all__ = [
@@ -18,6 +27,13 @@ __all__ = [
     "plot_accuracy_vs_ssim",
     "plot_confusion",
     "plot_edit_panels",
+    "plot_gallery",
+    "plot_kernel_protocol",
     "plot_ssim_vs_level",
+    "leaderboard",
+    "run_flags",
+    "run_footer",
+    "run_overview",
+    "saliency_figures",
     "write_report",
 ]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 import html
-import os
+
+from jaxrobust import _io
 
 
 def _img(path: str, title: str) -> str:
@@ -99,8 +100,5 @@ def write_report(path: str, *, title: str, figures: list, tables: list, summary:
         parts += [f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>" for k, v in footer]
         parts.append("</dl></footer>")
     parts.append("</body></html>")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("\n".join(parts))
-    os.replace(tmp, path)
+    _io.write_text(path, "\n".join(parts))
     return path

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 
@@ -260,3 +262,50 @@ def plot_gallery(image, panels, names, severities, path: str, *, suptitle: str =
                              fontsize=8)
         axes[r, 0].set_ylabel(name.replace("_", " "), fontsize=8)
     return _save_rows(fig, plt, path, suptitle, 1.5, rows)
+
+
+def plot_kernel_protocol(rows, corrupted, out_dir: str) -> list[str]:
+    """The kernel protocol's two figures in `out_dir`: SSIM against level per corruption
+    (`ssim_vs_level.png`), and six steps of each corruption (`gallery.png`).
+
+    Args:
+        rows: dicts with corruption, level and ssim, one per (corruption, step).
+        corrupted: name -> `(steps, H, W, C)` corrupted images.
+
+    Returns:
+        The two paths.
+    """
+    from jaxrobust import corruptions
+
+    plt = _plt()
+
+    names = list(corrupted)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4))
+    for ax, name in zip(axes, names, strict=True):
+        sel = [r for r in rows if r["corruption"] == name]
+        ax.plot([r["level"] for r in sel], [r["ssim"] for r in sel], marker=".")
+        ax.set_xlabel(corruptions.get(name).level_meaning.split(",")[0], fontsize=8)
+        ax.set_ylabel("SSIM to the clean image")
+        ax.set_title(f"{name} ({corruptions.get(name).label})")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "ssim_vs_level.png"), dpi=110)
+    plt.close(fig)
+
+    cols = 6
+    fig, axes = plt.subplots(len(names), cols, figsize=(1.9 * cols, 2.1 * len(names)))
+    for r, name in enumerate(names):
+        stack = corrupted[name]
+        picks = np.linspace(0, len(stack) - 1, cols).round().astype(int)
+        sel = [row for row in rows if row["corruption"] == name]
+        for c, step in enumerate(picks):
+            ax = axes[r, c]
+            ax.imshow(stack[step][..., 0], cmap="gray", vmin=0, vmax=1)
+            ax.set_title(f"{name}\nlevel {sel[step]['level']:.3g}, SSIM {sel[step]['ssim']:.2f}",
+                         fontsize=7)
+            ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "gallery.png"), dpi=110)
+    plt.close(fig)
+    return [os.path.join(out_dir, "ssim_vs_level.png"), os.path.join(out_dir, "gallery.png")]

@@ -1,4 +1,10 @@
-"""Timing and reporting helpers shared by the benchmarks."""
+"""Timing and reporting helpers shared by the benchmarks.
+
+Run a benchmark from the repository root: `python -m benchmarks.kernels` (or
+`python benchmarks/kernels.py`). It times the set-up a library user gets (JAX's own
+devices) with `jaxrobust.cpu.enable_fast_random()` on, as the `jaxrobust` command
+line has it; `--cpu-cores` times the tuned set-up (one XLA CPU device per core).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,9 @@ from collections.abc import Callable
 
 import jax
 import numpy as np
+
+#: The repository root: benchmarks run from here (`python -m benchmarks.NAME`).
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def device_info() -> dict:
@@ -59,13 +68,10 @@ def time_call(fn: Callable[[], object], *, repeats: int = 3, min_time: float = 0
 
 
 def write_json(path: str, payload: dict) -> None:
-    """Writes `payload` to `path` atomically (temp file, then rename)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    """Writes `payload` to `path` atomically."""
+    from jaxrobust import _io
+
+    _io.write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
 def print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
@@ -80,27 +86,28 @@ def print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
         print("  ".join(c.rjust(w) if i else c.ljust(w) for c, w in zip(line, widths, strict=True)))
 
 
-SETUP_DEFAULT = "default: JAX's own devices, no flags (what a library user gets)"
-SETUP_TUNED = "tuned: one XLA CPU device per core (sharding.use_cpu_cores)"
+SETUP_DEFAULT = ("default: JAX's own devices, no flags (what a library user gets), with "
+                 "jaxrobust.cpu.enable_fast_random() as the command line has it")
+SETUP_TUNED = "tuned: one XLA CPU device per core (jaxrobust.cpu.use_cpu_cores)"
 
 
 def bench_parser(doc: str, name: str) -> argparse.ArgumentParser:
     """An argument parser with the options every benchmark takes: `--out`, `--cpu-cores`."""
-    parser = argparse.ArgumentParser(prog=f"jaxrobust bench {name}",
+    parser = argparse.ArgumentParser(prog=f"python -m benchmarks.{name}",
                                      description=doc.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--out", help="results JSON path (default: "
                         "benchmarks/results/<device>-<benchmark>.json)")
     parser.add_argument("--cpu-cores", action="store_true",
                         help="time the tuned set-up: one XLA device per CPU core "
-                        "(sharding.use_cpu_cores) instead of the default set-up a user gets")
+                        "(jaxrobust.cpu.use_cpu_cores) instead of the default set-up a user gets")
     return parser
 
 
 def parse(parser: argparse.ArgumentParser, argv) -> argparse.Namespace:
     """Parses `argv`; with `--cpu-cores`, makes each CPU core a JAX device (before JAX
     starts). `args.setup` names the set-up timed (`SETUP_DEFAULT` or `SETUP_TUNED`)."""
-    from jaxrobust.sharding import use_cpu_cores
+    from jaxrobust.cpu import enable_fast_random, use_cpu_cores
 
     args = parser.parse_args(argv)
     args.setup = SETUP_DEFAULT
@@ -109,6 +116,7 @@ def parse(parser: argparse.ArgumentParser, argv) -> argparse.Namespace:
             parser.error("--cpu-cores must be given before JAX starts (run the benchmark in "
                          "a fresh process).")
         args.setup = SETUP_TUNED
+    enable_fast_random()
     return args
 
 

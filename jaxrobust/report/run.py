@@ -1,0 +1,144 @@
+"""What a job's report says at the top: overview, results by model, flags, footer,
+and the saliency figures of the trained models."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _short(value) -> object:
+    """A summary value for a table: numbers as they are, sentences as one word."""
+    if isinstance(value, str):
+        return "never" if value.startswith("none") else "undefined"
+    return value
+
+
+def leaderboard(summary: dict, trained: dict):
+    """One row per model: clean accuracy, and per corruption the mean accuracy, AUC,
+    critical level and critical SSIM; mCE and relative mCE against the last model.
+    A cell is "never" where accuracy never crosses the critical fraction and
+    "undefined" where a summary has no reference (summary.json says why)."""
+    import pandas as pd
+
+    rows = []
+    for model, per in summary.items():
+        if model.startswith("_"):
+            continue
+        row = {"model": model, "clean accuracy": _short(per.get("clean_accuracy"))}
+        history = trained[model].history if model in trained else []
+        if history:
+            row["test accuracy (task)"] = history[-1]["test_accuracy"]
+        for name, s in per.items():
+            if not isinstance(s, dict) or "auc" not in s:
+                continue
+            row[f"{name}: mean acc"] = s["mean_accuracy"]
+            row[f"{name}: AUC"] = s["auc"]
+            row[f"{name}: critical level"] = _short(s["critical_level"])
+            row[f"{name}: critical SSIM"] = _short(s["critical_ssim"])
+        for key, s in per.items():
+            if key.startswith("corruption_error_vs_"):
+                row["mCE"] = _short(s["mCE"])
+                row["relative mCE"] = _short(s["relative_mCE"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def run_overview(config, ds, test_idx, task_train, trained: dict, seconds: float) -> list:
+    """`(label, value)` rows of what the main job ran, for the report's top."""
+    import jax as _jax
+
+    models = []
+    for name, r in trained.items():
+        params = sum(int(np.size(p)) for p in _jax.tree.leaves(r.params))
+        h = r.history[-1] if r.history else {}
+        models.append(f"{name} ({r.metadata.get('model', name)}, width {r.metadata.get('width')}, "
+                      f"{params:,} parameters, {len(r.history)} epochs; train accuracy "
+                      f"{h.get('train_accuracy', float('nan')):.3f}, test accuracy "
+                      f"{h.get('test_accuracy', float('nan')):.3f})")
+    meaning = ("the fraction of corrupted test images whose corruption the model names "
+               "(so it rises with the level: a faint corruption is hard to see); clean "
+               "accuracy: the fraction of clean test images called original"
+               if config.sweep.target == "corruption_type" else
+               "the fraction of corrupted test images that keep their label; clean "
+               "accuracy: the same on the clean images")
+    return [("Data", f"{ds.source}: {len(ds.images)} images of {tuple(ds.images.shape[1:])}, "
+                     f"classes {', '.join(ds.class_names)}; {len(test_idx)} clean test images "
+                     "swept"),
+            ("Task", f"{config.sweep.target}: classes {', '.join(task_train.class_names)}; "
+                     f"{len(task_train.images)} training images"),
+            ("Accuracy means", meaning),
+            *[("Model", m) for m in models],
+            ("Time", f"{seconds:.0f} s in all")]
+
+
+def run_flags(summary: dict, trained: dict, num_classes: int) -> list[str]:
+    """Sentences about likely problems: overfitting, chance level, curves that never cross."""
+    flags = []
+    for name, r in trained.items():
+        if not r.history:
+            continue
+        h = r.history[-1]
+        if h["train_accuracy"] - h["test_accuracy"] > 0.15:
+            flags.append(f"{name} overfits: train accuracy {h['train_accuracy']:.3f}, test "
+                         f"{h['test_accuracy']:.3f}.")
+        if h["test_accuracy"] <= 1.0 / num_classes + 0.05:
+            flags.append(f"{name} is at chance on the test task ({h['test_accuracy']:.3f}; "
+                         f"chance {1.0 / num_classes:.3f}): train longer or check the data.")
+    for model, per in summary.items():
+        if model.startswith("_"):
+            continue
+        for c, s in per.items():
+            if isinstance(s, dict) and isinstance(s.get("critical_level"), str):
+                flags.append(f"{model} / {c}: critical level {s['critical_level']}.")
+    return flags
+
+
+def run_footer(config) -> list:
+    """`(label, value)` rows: versions, devices, protocol, seed, command line."""
+    import importlib.metadata as md
+    import sys
+    from collections import Counter
+
+    def version(name):
+        try:
+            return md.version(name)
+        except md.PackageNotFoundError:
+            return "not installed"
+
+    kinds = Counter(f"{d.platform} {d.device_kind}" for d in jax.devices())
+    return [("Versions", ", ".join(f"{n} {version(n)}" for n in
+                                   ("jaxrobust", "jax", "jaxlib", "flax", "optax"))),
+            ("Devices", ", ".join(f"{n} x {k}" for k, n in kinds.items())),
+            ("Protocol", config.sweep.protocol), ("Seed", config.seed),
+            ("Command", " ".join(sys.argv))]
+
+
+def saliency_figures(trained: dict, task, out_dir: str, *, per_class: int = 2) -> list:
+    """Saliency panels of correctly classified test images, per model and class.
+
+    As in the study's annex (figures 35-38): the gradient magnitude of the predicted
+    class's logit (the logit, not the softmax, as the study swapped softmax for linear).
+    """
+    from jaxrobust import attribution, report
+
+    figures = []
+    for name, result in trained.items():
+        logits = jax.jit(result.apply_fn)(result.params, jnp.asarray(task.images))
+        pred = np.asarray(jnp.argmax(logits, -1))
+        picks = [i for c in range(len(task.class_names))
+                 for i in np.nonzero((task.labels == c) & (pred == c))[0][:per_class]]
+        if not picks:
+            continue
+        maps = attribution.saliency(result.apply_fn, result.params, task.images[picks],
+                                    task.labels[picks])
+        titles = [f"{task.class_names[task.labels[i]]} (level {task.levels[i]:.3g}), "
+                  f"predicted right" for i in picks]
+        path = os.path.join(out_dir, f"saliency_{name}.png")
+        report.plot_attribution_panels(task.images[picks], maps, titles, path,
+                                       suptitle=f"{name}: saliency of correct predictions")
+        figures.append((path, f"Saliency maps of correctly classified test images ({name})"))
+    return figures

@@ -1,0 +1,405 @@
+"""The corruption study, the main job: data -> corruption-type task -> train each model
+(or resume its checkpoint) -> sweep under the configured protocol -> report.
+
+`run(config, out_dir)` is `jaxrobust run`; `train_only` and `sweep_checkpoints` are
+`jaxrobust train` and `jaxrobust sweep`. Each stage is a function of its own, callable
+from Python. The computing is the core's (`data`, `train`, `sweep`, `metrics`,
+`attribution`); the figures and HTML are `report`'s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrobust import _io, _prng, _progress, corruptions
+from jaxrobust.studies.folder import claim_folder, output_folder, record_run
+
+
+def model_names(config) -> list[str]:
+    """The configured models' names, a repeated one numbered (`vgg16`, `vgg16_2`)."""
+    names, seen = [], {}
+    for m in config.models:
+        seen[m.name] = seen.get(m.name, 0) + 1
+        names.append(m.name if seen[m.name] == 1 else f"{m.name}_{seen[m.name]}")
+    return names
+
+
+def load_split(config, *, log: Callable[[str], None] = print):
+    """The config's data set and its train/test split of the clean images.
+
+    Returns:
+        `(dataset, train_indices, test_indices)`.
+    """
+    from jaxrobust import data
+
+    ds = data.load(config.data.source, image_size=config.data.image_size,
+                   channels=config.data.channels, strict=config.data.strict,
+                   n=config.data.n_images, seed=config.seed, log=log,
+                   protocol=config.sweep.protocol)
+    log(f"data: {ds.source}, {len(ds.images)} images of {ds.images.shape[1:]}, "
+        f"classes {list(ds.class_names)}")
+    train_idx, test_idx = data.split(len(ds.images), test_fraction=config.data.test_fraction,
+                                     seed=config.seed)
+    return ds, train_idx, test_idx
+
+
+def prepare(config, *, log: Callable[[str], None] = print, progress: bool | None = None):
+    """Loads the data, splits it and builds the train/test corruption tasks.
+
+    Returns:
+        `(dataset, test_indices, task_train, task_test)`.
+    """
+    from jaxrobust import data
+
+    ds, train_idx, test_idx = load_split(config, log=log)
+    task_train = data.corruption_task(_prng.stream(config.seed, "task_train"),
+                                      ds.images[train_idx],
+                                      corruptions=tuple(config.task.corruptions),
+                                      progress=progress)
+    task_test = data.corruption_task(_prng.stream(config.seed, "task_test"),
+                                     ds.images[test_idx],
+                                     corruptions=tuple(config.task.corruptions),
+                                     progress=progress)
+    log(f"task: {len(task_train.images)} training and {len(task_test.images)} test images, "
+        f"classes {list(task_train.class_names)}")
+    return ds, test_idx, task_train, task_test
+
+
+def train_models(config, out_dir: str, *, task_train, task_test,
+                 log: Callable[[str], None] = print, progress: bool | None = None) -> dict:
+    """Trains (or resumes) every configured model in `out_dir/models/<name>`.
+
+    Returns:
+        name -> `TrainResult`.
+    """
+    from jaxrobust import config as config_lib
+    from jaxrobust import train
+
+    results = {}
+    for name, model_cfg in zip(model_names(config), config.models, strict=True):
+        log(f"train {name} ({model_cfg.name}, width {model_cfg.width})")
+        results[name] = train.train(
+            model_cfg, config.train, train_images=task_train.images,
+            train_labels=task_train.labels, test_images=task_test.images,
+            test_labels=task_test.labels, class_names=task_train.class_names,
+            model_dir=os.path.join(out_dir, "models", name), seed=config.seed,
+            config=config_lib.to_dict(config), log=log, progress=progress)
+    return results
+
+
+def summarize(table, per_image, *, seed: int = 0, target: str = "corruption_type",
+              fraction: float = 0.5) -> tuple[dict, dict]:
+    """Robustness summaries of a sweep, and bootstrap intervals per (model, corruption).
+
+    Every summary takes its reference from the clean images (`clean_accuracy`, from
+    `sweep.run`), never from a sweep step. Critical level and critical SSIM are where
+    accuracy crosses `fraction` x clean: falling below it for `target="labels"`,
+    reaching it for `corruption_type` (the corruption becomes recognisable). A summary
+    that is undefined is a sentence saying why, not a number.
+    """
+    from jaxrobust import metrics as m
+
+    direction = "falls" if target == "labels" else "rises"
+    summary, intervals, clean = {}, {}, {}
+    for (model, name), rows in table.groupby(["model", "corruption"], sort=False):
+        correct = per_image[f"{name}/{model}/correct"]
+        lo, hi = m.bootstrap_interval(correct, seed=seed)
+        intervals[model, name] = (lo, hi)
+        ref = float(rows["clean_accuracy"].iloc[0]) if "clean_accuracy" in rows else None
+        ref = None if ref is None or not np.isfinite(ref) else ref
+        clean[model] = ref
+        summary.setdefault(model, {})["clean_accuracy"] = (
+            ref if ref is not None else "undefined: the model has no class 'original'")
+        summary[model][name] = {
+            "mean_accuracy": float(rows["accuracy"].mean()),
+            "auc": m.area_under_curve(rows["level"], rows["accuracy"]),
+            "relative_auc": m.relative_auc(rows["level"], rows["accuracy"], clean=ref),
+            "critical_level": m.critical_level(rows["level"], rows["accuracy"], clean=ref,
+                                               fraction=fraction, direction=direction),
+            "critical_ssim": m.critical_ssim(rows["ssim_mean"], rows["accuracy"], clean=ref,
+                                             fraction=fraction, direction=direction),
+            "accuracy_by_ssim": m.accuracy_by_ssim(per_image[f"{name}/ssim"], correct, bins=5),
+        }
+    models = list(dict.fromkeys(table["model"]))
+    if len(models) > 1:
+        errors = m.corruption_errors(table, baseline=models[-1], clean_accuracy=clean)
+        for model in models:
+            summary[model]["corruption_error_vs_" + models[-1]] = errors[model]
+    return summary, intervals
+
+
+def critical_ssim_table(summary: dict, *, fraction: float):
+    """`(DataFrame, points)`: the critical SSIM per model and corruption, for the report.
+
+    `points` maps `(model, corruption)` to `(critical SSIM, threshold accuracy)` where
+    the critical SSIM is a number; the table says in words where it is not.
+    """
+    import pandas as pd
+
+    rows, points = [], {}
+    for model, per in summary.items():
+        if model.startswith("_"):
+            continue
+        clean = per.get("clean_accuracy")
+        for name, s in per.items():
+            if not isinstance(s, dict) or "critical_ssim" not in s:
+                continue
+            value = s["critical_ssim"]
+            rows.append({"model": model, "corruption": name,
+                         "clean accuracy": clean if isinstance(clean, float) else "undefined",
+                         "critical SSIM": value, "critical level": s["critical_level"]})
+            if isinstance(value, float) and isinstance(clean, float):
+                points[model, name] = (value, fraction * clean)
+    return pd.DataFrame(rows), points
+
+
+def protocol_note(config) -> str:
+    """One sentence naming the sweep's protocol, SSIM range and limit value."""
+    sweep = config.sweep
+    rng = sweep.ssim_data_range or corruptions.SSIM_DATA_RANGE[sweep.protocol]
+    text = {"study": "study (what the study's code computed: whole-pixel crops, float disk "
+                     "radii, its image loading)",
+            "continuous": "continuous (the study's schedule as a continuous family: "
+                          "fractional crops, whole radii)"}[sweep.protocol]
+    text = f"Protocol: {text}; SSIM data range {rng:g}"
+    if sweep.levels:
+        text += f"; own levels for {', '.join(sweep.levels)}"
+    if sweep.limit_ssim is not None:
+        text += (f"; limit value: corrupted images with SSIM above {sweep.limit_ssim:g} "
+                 "are labelled original")
+    return text + "."
+
+
+def drift_table(key, classifiers: dict, class_names: dict, images, table, *,
+                n_images: int = 8, n_levels: int = 8, progress: bool | None = None):
+    """Attribution drift of every model under every swept corruption, as a table.
+
+    For `n_images` clean test images and `n_levels` of each corruption's swept levels
+    (evenly spaced), `attribution.attribution_drift` compares the saliency map of the
+    corrupted image with the clean image's, for the corruption's class as target;
+    one row per (model, corruption, level) with the mean SSIM and rank correlation.
+    """
+    import pandas as pd
+
+    from jaxrobust import attribution
+
+    images = jnp.asarray(images[:n_images])
+    rows = []
+    bar = _progress.bar(total=len(table.groupby(["model", "corruption"])),
+                        desc="attribution drift", unit="curve", progress=progress)
+    for model, (apply_fn, params) in classifiers.items():
+        for c, (name, sel) in enumerate(table[table["model"] == model].groupby(
+                "corruption", sort=False)):
+            bar.set_postfix_str(f"{model} {name}")
+            levels = sel["level"].to_numpy()
+            levels = levels[np.unique(np.linspace(0, len(levels) - 1, n_levels).round()
+                                      .astype(int))]
+            names = list(class_names[model])
+            target = names.index(name) if name in names else 0
+            out = attribution.attribution_drift(
+                jax.random.fold_in(key, c), apply_fn, params, images,
+                np.full(len(images), target), corruption=name, levels=levels)
+            for level, s, r in zip(levels, np.asarray(out["ssim"]).mean(1),
+                                   np.asarray(out["rank_correlation"]).mean(1), strict=True):
+                rows.append({"model": model, "corruption": name, "level": float(level),
+                             "ssim": float(s), "rank_correlation": float(r)})
+            bar.update()
+    bar.close()
+    return pd.DataFrame(rows)
+
+
+def run(config, out_dir: str, *, log: Callable[[str], None] = print,
+        progress: bool | None = None, restart: bool = False) -> dict:
+    """The main job: train every model, sweep it under the study's protocol, report.
+
+    Writes into `out_dir`: `models/<name>/` (checkpoints; a rerun resumes),
+    `sweep_cells/` (finished sweep chunks; a rerun resumes), `results.csv`,
+    `per_image.npz`, `summary.json`, the PNG plots and `report.html`.
+    Report files are written to a temporary folder and moved in at the end, so a
+    failed run leaves no half-written report. A rerun on a folder of another config
+    stops before any work (`claim_folder`; `restart=True` starts the folder afresh);
+    a rerun of a finished folder returns its summary without recomputing.
+
+    Returns:
+        The summary dict.
+    """
+    import yaml
+
+    from jaxrobust import config as config_lib
+    from jaxrobust import report, store, sweep
+
+    out_dir = output_folder(out_dir)
+    if claim_folder(config, out_dir, restart=restart, log=log):
+        log(f"{out_dir} holds this run, finished: nothing to do (report.html is there; "
+            "--restart recomputes it)")
+        with open(os.path.join(out_dir, "summary.json")) as f:
+            return json.load(f)
+    start = time.perf_counter()
+    ds, test_idx, task_train, task_test = prepare(config, log=log, progress=progress)
+    record_run(config, out_dir)  # the data loaded: from here on the folder is this run's
+    trained = train_models(config, out_dir, task_train=task_train, task_test=task_test, log=log,
+                           progress=progress)
+    classifiers = {n: (r.apply_fn, r.params) for n, r in trained.items()}
+    class_names = {n: list(r.metadata["class_names"]) for n, r in trained.items()}
+    log(f"sweep: {len(test_idx)} clean test images, protocol '{config.sweep.protocol}'")
+    table, per_image = sweep.run(
+        _prng.stream(config.seed, "sweep"), classifiers, ds.images[test_idx], ds.labels[test_idx],
+        corruptions=tuple(config.task.corruptions),
+        class_names=class_names, batch_size=config.sweep.batch_size,
+        target=config.sweep.target, protocol=config.sweep.protocol,
+        levels=config.sweep.levels, ssim_data_range=config.sweep.ssim_data_range,
+        limit_ssim=config.sweep.limit_ssim, cells_dir=os.path.join(out_dir, "sweep_cells"),
+        devices=config.sweep.devices, log=log, progress=progress)
+    summary, intervals = summarize(table, per_image, seed=config.seed,
+                                   target=config.sweep.target,
+                                   fraction=config.sweep.critical_fraction)
+    summary["_protocol"] = protocol_note(config)
+    log("attribution drift: saliency maps of corrupted vs clean test images")
+    drift = drift_table(_prng.stream(config.seed, "drift"), classifiers, class_names,
+                        ds.images[test_idx], table, progress=progress)
+    summary["_run"] = {"seconds": time.perf_counter() - start, "devices": str(jax.devices()),
+                       "test_accuracy": {n: r.history[-1]["test_accuracy"]
+                                         for n, r in trained.items() if r.history}}
+    critical_table, critical_points = critical_ssim_table(
+        summary, fraction=config.sweep.critical_fraction)
+    with _io.publish(out_dir) as tmp:
+        store.write_results(tmp, table, per_image)
+        drift.to_csv(os.path.join(tmp, "drift.csv"), index=False)
+        with open(os.path.join(tmp, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+        with open(os.path.join(tmp, "config.yaml"), "w") as f:
+            yaml.safe_dump(config_lib.to_dict(config), f, sort_keys=False)
+        figures = [
+            (report.plot_accuracy_vs_level(table, os.path.join(tmp, "accuracy_vs_level.png"),
+                                           ci=intervals), "Accuracy against corruption level"),
+            (report.plot_accuracy_vs_ssim(table, os.path.join(tmp, "accuracy_vs_ssim.png"),
+                                          critical=critical_points),
+             "Accuracy against mean SSIM; a cross marks each critical SSIM, where accuracy "
+             f"crosses {config.sweep.critical_fraction:g} x the clean accuracy (interpolated)",
+             critical_table),
+            (report.plot_ssim_vs_level(table, os.path.join(tmp, "ssim_vs_level.png")),
+             "SSIM against corruption level"),
+            (report.plot_confusion(per_image, class_names, os.path.join(tmp, "confusion.png")),
+             "Predicted class per level"),
+            (report.plot_accuracy_and_drift(table, drift, os.path.join(tmp, "drift.png")),
+             "Attribution drift: how far the saliency maps of corrupted images move from "
+             "the clean images' maps (Spearman rank correlation; 1 = same ranking), beside "
+             "the accuracy"),
+        ]
+        figures += report.saliency_figures(trained, task_test, tmp)
+        history = [dict(model=n, **h) for n, r in trained.items() for h in r.history]
+        import pandas as pd
+
+        board = report.leaderboard(summary, trained)
+        applied = {k: v for k, v in config_lib.to_dict(config).items() if k != "counterfactual"}
+        report.write_report(
+            os.path.join(tmp, "report.html"), title="jaxrobust: corruption robustness sweep",
+            figures=figures,
+            tables=[("Training", pd.DataFrame(history)), ("Sweep results", table),
+                    ("Attribution drift (saliency, 8 test images)", drift)],
+            summary=summary, summary_file="summary.json", config=applied,
+            notes=[summary["_protocol"]],
+            overview=report.run_overview(config, ds, test_idx, task_train, trained,
+                                  time.perf_counter() - start),
+            leaderboard=board,
+            flags=report.run_flags(summary, trained, len(task_train.class_names)),
+            footer=report.run_footer(config))
+    terminal = board.set_index("model").T.map(lambda v: f"{v:.3g}" if isinstance(v, float) else v)
+    log("results by model:\n" + terminal.to_string())
+    log(f"wrote {os.path.join(out_dir, 'report.html')} "
+        f"({time.perf_counter() - start:.0f} s in all)")
+    return summary
+
+
+def train_only(config, out_dir: str, *, log: Callable[[str], None] = print,
+               progress: bool | None = None) -> dict:
+    """`jaxrobust train`: the task and every configured model, trained (or resumed) in
+    `out_dir/models/<name>`. Returns name -> `TrainResult`."""
+    out_dir = output_folder(out_dir)
+    _, _, task_train, task_test = prepare(config, log=log, progress=progress)
+    trained = train_models(config, out_dir, task_train=task_train, task_test=task_test,
+                           log=log, progress=progress)
+    log(f"models in {os.path.join(out_dir, 'models')}")
+    return trained
+
+
+def sweep_checkpoints(config, checkpoints, out_dir: str, *,
+                      log: Callable[[str], None] = print, progress: bool | None = None):
+    """`jaxrobust sweep`: trained checkpoints swept over the config's test images.
+
+    Writes `sweep_cells/` (a rerun resumes), `results.csv`, `per_image.npz` and
+    `report.html` (accuracy against level and SSIM, SSIM against level, predicted
+    classes) into `out_dir`.
+
+    Returns:
+        `(table, per_image)` of `sweep.run`.
+
+    Raises:
+        ValueError: no checkpoint, or one whose input shape differs from the config's.
+    """
+    from jaxrobust import config as config_lib
+    from jaxrobust import report, store, sweep, train
+
+    if not checkpoints:
+        raise ValueError("sweep needs --checkpoint MODEL_DIR (one or more), e.g. "
+                         "runs/demo/models/xception.")
+    classifiers, class_names, shapes = {}, {}, {}
+    for path in checkpoints:
+        apply_fn, params, meta = train.restore(path)
+        name = os.path.basename(os.path.normpath(path))
+        classifiers[name] = (apply_fn, params)
+        class_names[name] = meta["class_names"]
+        shapes[path] = meta["input_shape"]
+    ds, _, test_idx = load_split(config, log=log)
+    shape = list(ds.images.shape[1:])
+    for path, want in shapes.items():
+        if want != shape:
+            raise ValueError(f"checkpoint {path} takes images of shape {want}, the config's "
+                             f"data are {shape}; set data.image_size / data.channels to match.")
+    out_dir = output_folder(out_dir)
+    sweep_cfg = config.sweep
+    table, per_image = sweep.run(
+        _prng.stream(config.seed, "sweep"), classifiers, ds.images[test_idx], ds.labels[test_idx],
+        corruptions=tuple(config.task.corruptions),
+        class_names=class_names, batch_size=sweep_cfg.batch_size, target=sweep_cfg.target,
+        protocol=sweep_cfg.protocol, levels=sweep_cfg.levels,
+        ssim_data_range=sweep_cfg.ssim_data_range, limit_ssim=sweep_cfg.limit_ssim,
+        cells_dir=os.path.join(out_dir, "sweep_cells"), devices=sweep_cfg.devices, log=log,
+        progress=progress)
+    summary, intervals = summarize(table, per_image, seed=config.seed, target=sweep_cfg.target,
+                                   fraction=sweep_cfg.critical_fraction)
+    summary["_protocol"] = protocol_note(config)
+    with _io.publish(out_dir) as tmp:
+        store.write_results(tmp, table, per_image)
+        figures = [
+            (report.plot_accuracy_vs_level(table, os.path.join(tmp, "accuracy_vs_level.png"),
+                                           ci=intervals), "Accuracy against corruption level"),
+            (report.plot_accuracy_vs_ssim(table, os.path.join(tmp, "accuracy_vs_ssim.png")),
+             "Accuracy against mean SSIM"),
+            (report.plot_ssim_vs_level(table, os.path.join(tmp, "ssim_vs_level.png")),
+             "SSIM against corruption level"),
+            (report.plot_confusion(per_image, class_names, os.path.join(tmp, "confusion.png")),
+             "Predicted class per level")]
+        _io.write_json(os.path.join(tmp, "summary.json"), summary)
+        report.write_report(
+            os.path.join(tmp, "report.html"), title="jaxrobust: sweep of trained checkpoints",
+            figures=figures, tables=[("Sweep results", table)], summary=summary,
+            summary_file="summary.json",
+            config={k: v for k, v in config_lib.to_dict(config).items()
+                    if k in ("data", "task", "sweep", "seed")},
+            notes=[summary["_protocol"]],
+            overview=[("Checkpoints", ", ".join(checkpoints)),
+                      ("Data", f"{ds.source}: {len(test_idx)} clean test images of "
+                               f"{tuple(shape)} swept")],
+            leaderboard=report.leaderboard(summary, {}),
+            flags=report.run_flags(summary, {}, 0), footer=report.run_footer(config))
+    log(f"wrote {len(table)} rows to {os.path.join(out_dir, 'results.csv')} and "
+        f"{os.path.join(out_dir, 'report.html')}")
+    return table, per_image
