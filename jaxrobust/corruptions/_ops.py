@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import math
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -382,55 +381,6 @@ def blend_below_one(image, out, severity):
     """Severities below 1 fade from the clean image (0) to severity 1's output (1)."""
     mix = jnp.clip(severity, 0.0, 1.0)
     return image + mix * (out - image)
-
-
-def plasma_fractal(key, map_size: int, decay):
-    """ImageNet-C's diamond-square height map, `(map_size, map_size)` in [0, 1].
-
-    A port of `imagecorruptions.plasma_fractal` (itself from FLHerne/mapgen): at each
-    level squares then diamonds get the mean of their corners plus uniform noise of
-    amplitude `wibble`, which starts at 100 and is divided by `decay` (may be traced)
-    per level. `map_size` must be a power of two.
-    """
-    if map_size & (map_size - 1):
-        raise ValueError(f"plasma_fractal: map_size must be a power of two, got {map_size}.")
-    # every level's noise in one draw (one generator in the program, not three per level)
-    sizes = [(map_size // s) ** 2 for s in (map_size >> i for i in range(
-        map_size.bit_length() - 1))]
-    noise = iter(jnp.split(jax.random.uniform(key, (3 * sum(sizes),), jnp.float32, -1.0, 1.0),
-                           np.cumsum([n for n in sizes for _ in range(3)])[:-1]))
-    # The map at the current step, kept dense: `grid[i, j]` is the reference's
-    # `m[i * step, j * step]`. Each level computes the squares' centres and the two
-    # kinds of diamond points on the same grid and interleaves the four into the next,
-    # twice as fine (the reference's strided scatters into the full map cost ~10x more).
-    grid = jnp.zeros((1, 1), jnp.float32)
-    step = map_size
-    wibble = jnp.float32(100.0)
-    while step >= 2:
-        def wibbled(a, wibble=wibble):
-            return a / 4 + wibble * next(noise).reshape(a.shape) * wibble
-
-        ul = grid  # corners
-        acc = ul + jnp.roll(ul, -1, axis=0)
-        acc = acc + jnp.roll(acc, -1, axis=1)
-        dr = wibbled(acc)  # centres, m[h::step, h::step]
-        lt = wibbled(dr + jnp.roll(dr, 1, axis=0) + ul + jnp.roll(ul, -1, axis=1))
-        tt = wibbled(dr + jnp.roll(dr, 1, axis=1) + ul + jnp.roll(ul, -1, axis=0))
-        r = grid.shape[0]
-        even = jnp.stack([ul, lt], axis=-1).reshape(r, 2 * r)  # m[0::step, 0::h]
-        odd = jnp.stack([tt, dr], axis=-1).reshape(r, 2 * r)   # m[h::step, 0::h]
-        # each level compiled apart: fused across levels (and with the normalisation),
-        # the compiled arithmetic, and so the last bit, depended on the batch size
-        grid = separately(lambda e, o, r=r: jnp.stack([e, o], axis=1).reshape(2 * r, 2 * r),
-                          even, odd)
-        step //= 2
-        wibble = wibble / decay
-    m = grid - jnp.min(grid)
-    return m / jnp.max(m)
-
-
-def next_power_of_two(n: int) -> int:
-    return 1 if n == 0 else 2 ** (n - 1).bit_length()
 
 
 def fft_correlate(image, kernel, mode: str = "mirror"):
