@@ -270,6 +270,16 @@ def xla_options(log=print) -> dict:
     return results
 
 
+def _steps_axes(ax, ylabel: str, title: str) -> None:
+    """Log-log axes over the number of IG steps."""
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("steps")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+
+
 def plot(payload: dict, path: str) -> str:
     import matplotlib
 
@@ -284,22 +294,12 @@ def plot(payload: dict, path: str) -> str:
         a.plot(s, [r["captum_s"] for r in rows], "s--", color=line.get_color(),
                label=f"Captum, batch {batch}")
         a.plot(s, [r["floor_s"] for r in rows], ":", color=line.get_color())
-    a.set_xscale("log", base=2)
-    a.set_yscale("log")
-    a.set_xlabel("steps")
-    a.set_ylabel("seconds (dotted: forward+backward floor)")
-    a.set_title("Integrated Gradients cost")
-    a.legend(fontsize=7)
+    _steps_axes(a, "seconds (dotted: forward+backward floor)", "Integrated Gradients cost")
     for m, errs in payload["completeness"].items():
         steps = sorted(int(k) for k in errs)
         b.plot(steps, [max(errs[k] if k in errs else errs[str(k)], 1e-9) for k in steps], "o-",
                label=m)
-    b.set_xscale("log", base=2)
-    b.set_yscale("log")
-    b.set_xlabel("steps")
-    b.set_ylabel("mean |completeness error|")
-    b.set_title("Completeness error by quadrature rule")
-    b.legend(fontsize=7)
+    _steps_axes(b, "mean |completeness error|", "Completeness error by quadrature rule")
     for ax in (a, b):
         ax.grid(alpha=0.3, which="both")
     fig.tight_layout()

@@ -232,6 +232,12 @@ def validate(config: Config) -> Config:
         if m.name not in models.names():
             raise ValueError(f"config: models.{i}.name {m.name!r} is not a model; use one of "
                              f"{', '.join(models.names())}.")
+        least = models.MIN_SIZE.get(m.name, 1)
+        if config.data.image_size < least:
+            raise ValueError(f"config: models.{i}.name {m.name} takes images of at least "
+                             f"{least}x{least}, but data.image_size is "
+                             f"{config.data.image_size}; raise data.image_size or use "
+                             "small_cnn.")
     source = config.data.source
     if source not in ("phantom", "digits") and not source.startswith(("folder:", "tfds:")):
         raise ValueError(f"config: data.source {source!r} is not a data source; use phantom, "

@@ -43,7 +43,8 @@ def test_run_trains_sweeps_and_reports(tmp_path, capsys, monkeypatch):
     assert len(rows) == 120  # every (model, corruption, step) of the protocol
     for name in ("report.html", "summary.json", "accuracy_vs_level.png", "accuracy_vs_ssim.png",
                  "ssim_vs_level.png", "confusion.png", "per_image.npz",
-                 "saliency_small_cnn.png", "drift.png", "drift.csv"):
+                 "saliency_small_cnn.png", "drift.png", "drift.csv", "test_confusion.png",
+                 "training.png"):
         assert (out / name).stat().st_size > 0, name
     assert (out / "models" / "small_cnn" / "model.json").exists()
     assert not [p for p in os.listdir(out) if p.startswith(".")]  # no temp leftovers
@@ -69,6 +70,9 @@ def test_run_trains_sweeps_and_reports(tmp_path, capsys, monkeypatch):
     saved = np.load(att / "attributions.npz")
     assert saved["attributions"].shape == (3, 24, 24, 1)
     assert (att / "attributions.png").stat().st_size > 0
+    page = (att / "report.html").read_text()
+    assert "integrated gradients" in page and "What was run" in page
+    assert "saliency" not in page.split("<h2>Config")[0].lower()  # labelled as computed
     # a sweep of the checkpoint writes its own report; bench times it, per image
     ckpt = str(out / "models" / "small_cnn")
     swp = tmp_path / "swp"
@@ -205,7 +209,10 @@ def test_seed_and_names_checked_before_any_data(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(data, "load", no_data)
     for argv, words in ((["run", "--corruptions", "fogg"], "unknown corruption 'fogg'"),
                         (["run", "--set", "models.0.name=resnet"], "'resnet' is not a model"),
-                        (["train", "--set", "data.source=ftp:x"], "not a data source")):
+                        (["train", "--set", "data.source=ftp:x"], "not a data source"),
+                        (["run", "--set", "data.image_size=32"], "at least 71x71"),
+                        (["counterfactual", "--set", "counterfactual.trials=0"],
+                         "counterfactual.trials must be at least 1")):
         assert cli.main([*argv, "--out", str(tmp_path / "x")]) == 2
         err = capsys.readouterr().err
         assert words in err and err.count("\n") == 1, err

@@ -19,12 +19,15 @@ DEFAULT_CORRUPTIONS = ("scale_up", "median_blur", "gaussian_noise")
 
 @dataclasses.dataclass(frozen=True)
 class Task:
-    """A corruption-type data set: `images (N, H, W, C)`, `labels (N,)`, `levels (N,)`."""
+    """A corruption-type data set: `images (N, H, W, C)`, `labels (N,)`, `levels (N,)`,
+    and `ssim (N,)`: each image's SSIM (data range 1) to the clean image it was made
+    from (1 for originals)."""
 
     images: np.ndarray
     labels: np.ndarray
     levels: np.ndarray
     class_names: tuple[str, ...]
+    ssim: np.ndarray | None = None
 
 
 def level_range(name: str, image_size: int) -> tuple[float, float]:
@@ -41,6 +44,14 @@ def _corrupt_program(kernel, mesh):
     `mesh`; built once per (kernel, mesh), so later calls with the same shapes reuse
     the compiled program."""
     return shard_batch(jax.vmap(kernel), in_axes=(0, 0, 0), mesh=mesh)
+
+
+@jax.jit
+def _ssim_program(clean, corrupted):
+    """SSIM (data range 1) of each corrupted image to its clean one: `(N,)`."""
+    from jaxrobust.metrics import ssim
+
+    return jax.vmap(ssim)(clean, corrupted)
 
 
 CHUNK = 32  # images per corrupting call: every set size shares one compiled program
@@ -92,7 +103,7 @@ def corruption_task(key: jax.Array, images, *, corruptions: tuple[str, ...] = DE
         raise ValueError(f"corruption_task: images must be square, got {images.shape[1:3]}.")
     names = [registry.get(n).name for n in corruptions]
     n, size = images.shape[0], images.shape[1]
-    out_images, out_labels, out_levels = [], [], []
+    out_images, out_labels, out_levels, out_ssim = [], [], [], []
     classes = _progress.bar([ORIGINAL, *names], desc="corruption task", unit="class",
                             progress=progress, leave=False)
     for c, name in enumerate(classes):
@@ -103,6 +114,7 @@ def corruption_task(key: jax.Array, images, *, corruptions: tuple[str, ...] = DE
         if name == ORIGINAL:
             out_images.append(rotated)
             out_levels.append(jnp.zeros((n,)))
+            out_ssim.append(jnp.ones((n,)))
         else:
             low, high = (levels or {}).get(name) or level_range(name, size)
             drawn = jax.random.uniform(k_level, (n,), minval=low, maxval=high)
@@ -112,9 +124,11 @@ def corruption_task(key: jax.Array, images, *, corruptions: tuple[str, ...] = DE
             program = _corrupt_program(registry.get(name).apply, local_mesh(devices))
             out_images.append(_in_chunks(program, keys, rotated, drawn))
             out_levels.append(drawn)
+            out_ssim.append(_ssim_program(rotated, out_images[-1]))
         out_labels.append(jnp.full((n,), c, jnp.int32))
     return Task(np.asarray(jnp.concatenate(out_images)), np.asarray(jnp.concatenate(out_labels)),
-                np.asarray(jnp.concatenate(out_levels), np.float32), (ORIGINAL, *names))
+                np.asarray(jnp.concatenate(out_levels), np.float32), (ORIGINAL, *names),
+                np.asarray(jnp.concatenate(out_ssim), np.float32))
 
 
 def split(n: int, *, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

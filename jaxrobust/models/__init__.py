@@ -70,6 +70,10 @@ def feature_shape(module: nnx.Module, input_shape: tuple[int, int, int]) -> tupl
     return tuple(out.shape[1:])
 
 
+#: The smallest image side each backbone takes (Keras' own limits).
+MIN_SIZE = {"xception": 71, "vgg16": 32, "small_cnn": 4}
+
+
 def get(name: str, num_classes: int, *, input_shape: tuple[int, int, int],
         width: float = 1.0, hidden: int = 1028, seed: int = 0,
         bn_momentum: float = 0.99) -> Classifier:
@@ -157,6 +161,7 @@ def load_keras_weights(name: str, path: str, *, input_shape: tuple[int, int, int
 
 
 __all__ = [
+    "MIN_SIZE",
     "VGG16",
     "Classifier",
     "SeparableConv",

@@ -1,16 +1,21 @@
 """Plots (PNG) and the self-contained HTML report."""
 
 from jaxrobust.report.html import write_report
+from jaxrobust.report.panels import (
+    plot_attribution_panels,
+    plot_edit_panels,
+    plot_gallery,
+    plot_kernel_protocol,
+    plot_saliency_grid,
+)
 from jaxrobust.report.plots import (
     plot_accuracy_and_drift,
     plot_accuracy_vs_level,
     plot_accuracy_vs_ssim,
-    plot_attribution_panels,
     plot_confusion,
-    plot_edit_panels,
-    plot_gallery,
-    plot_kernel_protocol,
     plot_ssim_vs_level,
+    plot_test_confusion,
+    plot_training_curves,
 )
 from jaxrobust.report.run import (
     leaderboard,
@@ -18,6 +23,7 @@ from jaxrobust.report.run import (
     run_footer,
     run_overview,
     saliency_figures,
+    sweep_figures,
 )
 
 __all__ = [
@@ -29,11 +35,15 @@ __all__ = [
     "plot_edit_panels",
     "plot_gallery",
     "plot_kernel_protocol",
+    "plot_saliency_grid",
     "plot_ssim_vs_level",
+    "plot_test_confusion",
+    "plot_training_curves",
     "leaderboard",
     "run_flags",
     "run_footer",
     "run_overview",
     "saliency_figures",
+    "sweep_figures",
     "write_report",
 ]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 
@@ -14,6 +12,13 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(fig, path: str, *, dpi: int = 110) -> str:
+    """Writes `fig` to `path` (PNG) and closes it; returns `path`."""
+    fig.savefig(path, dpi=dpi)
+    _plt().close(fig)
+    return path
 
 
 def _level_label(name: str) -> str:
@@ -39,40 +44,44 @@ def plot_accuracy_vs_level(table, path: str, *, ci: dict | None = None) -> str:
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("Accuracy against corruption level (shaded: 95% bootstrap interval)",
-                 fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=110)
+
+
+def _corruption_colors(names) -> dict:
+    """One colour per corruption, the same in every figure (names in the table's order)."""
+    return {n: f"C{i % 10}" for i, n in enumerate(names)}
 
 
 def plot_accuracy_vs_ssim(table, path: str, critical: dict | None = None) -> str:
-    """Accuracy against mean SSIM to the clean image, one line per (model, corruption).
+    """Accuracy against mean SSIM to the clean image: one panel per model, one line
+    per corruption (same colour per corruption in every panel).
 
     `critical`: `(model, corruption) -> (ssim, accuracy)` points marked with a cross
     (the critical SSIM and the threshold accuracy it is defined by).
     """
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    styles = ["-", "--", ":", "-."]
-    for i, (model, rows) in enumerate(table.groupby("model", sort=False)):
+    models = list(dict.fromkeys(table["model"]))
+    colors = _corruption_colors(dict.fromkeys(table["corruption"]))
+    fig, axes = plt.subplots(1, len(models), figsize=(4.8 * len(models), 3.8), squeeze=False,
+                             sharey=True)
+    for ax, model in zip(axes[0], models, strict=True):
+        rows = table[table["model"] == model]
         for name, r in rows.groupby("corruption", sort=False):
             order = np.argsort(r["ssim_mean"].to_numpy())
-            (line,) = ax.plot(r["ssim_mean"].to_numpy()[order], r["accuracy"].to_numpy()[order],
-                              styles[i % len(styles)], marker=".", label=f"{model} / {name}")
+            ax.plot(r["ssim_mean"].to_numpy()[order], r["accuracy"].to_numpy()[order],
+                    marker=".", color=colors[name], label=name)
             if critical and (model, name) in critical:
-                ax.plot(*critical[model, name], "x", color=line.get_color(), markersize=9)
-    ax.set_xlabel("mean SSIM to the clean image")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    ax.set_title("Accuracy against structural similarity")
+                ax.plot(*critical[model, name], "x", color=colors[name], markersize=10,
+                        markeredgewidth=2)
+        ax.set_title(model)
+        ax.set_xlabel("mean SSIM to the clean image")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0, 0].set_ylabel("accuracy")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=110)
 
 
 def plot_ssim_vs_level(table, path: str) -> str:
@@ -90,19 +99,19 @@ def plot_ssim_vs_level(table, path: str) -> str:
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=110)
 
 
-def plot_confusion(per_image: dict, class_names: dict, path: str) -> str:
-    """Predicted classes of the corrupted images: one matrix per (model, corruption).
+def plot_confusion(per_image: dict, class_names: dict, path: str, *,
+                   levels: dict | None = None) -> str:
+    """Predicted classes of the corrupted images: one heatmap per (model, corruption).
 
-    Rows are the sweep steps (levels, low to high), columns the predicted classes;
-    each cell is the fraction of images.
+    Rows are the swept levels (low to high, labelled with the level where `levels`
+    gives them: corruption name -> levels), columns the predicted classes; each cell
+    is the fraction of images. Corruptions keep the sweep's order.
     """
     plt = _plt()
-    keys = sorted(k for k in per_image if k.endswith("/pred") and not k.startswith("clean/"))
+    keys = [k for k in per_image if k.endswith("/pred") and not k.startswith("clean/")]
     models = list(dict.fromkeys(k.split("/")[1] for k in keys))
     names = list(dict.fromkeys(k.split("/")[0] for k in keys))
     fig, axes = plt.subplots(len(models), len(names), squeeze=False, layout="constrained",
@@ -114,92 +123,85 @@ def plot_confusion(per_image: dict, class_names: dict, path: str) -> str:
             counts = np.stack([np.bincount(p, minlength=len(classes)) for p in pred])
             frac = counts / np.maximum(counts.sum(1, keepdims=True), 1)
             ax = axes[i, j]
-            im = ax.imshow(frac, aspect="auto", vmin=0, vmax=1, cmap="viridis")
+            im = ax.imshow(frac, aspect="auto", vmin=0, vmax=1, cmap="viridis",
+                           origin="lower")
             ax.set_xticks(range(len(classes)))
             ax.set_xticklabels(classes, rotation=35, ha="right", fontsize=7)
-            ax.set_ylabel("sweep step", fontsize=8)
-            ax.yaxis.get_major_locator().set_params(integer=True)
+            if levels is not None and name in levels:
+                lv = np.asarray(levels[name])
+                ticks = np.unique(np.linspace(0, len(lv) - 1, min(6, len(lv))).round()
+                                  .astype(int))
+                ax.set_yticks(ticks)
+                ax.set_yticklabels([f"{lv[t]:.3g}" for t in ticks], fontsize=7)
+                ax.set_ylabel(_level_label(name), fontsize=8)
+            else:
+                ax.set_ylabel("sweep step", fontsize=8)
             ax.set_title(f"{m}: {name}", fontsize=9)
     fig.colorbar(im, ax=axes, shrink=0.8, label="fraction predicted")
-    fig.suptitle("Predicted class of the corrupted test images at each step", fontsize=10)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=100)
 
 
-def _save_rows(fig, plt, path: str, suptitle: str, row_height: float, rows: int) -> str:
-    """Title, layout (room for the title above `rows` rows), save, close."""
-    if suptitle:
-        fig.suptitle(suptitle, fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (row_height * rows)))
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def plot_attribution_panels(images, maps, titles, path: str, *, suptitle: str = "",
-                            method: str = "saliency") -> str:
-    """Rows of image | attribution heat map | overlay, as in the study's figures 35-38.
+def plot_test_confusion(results: dict, path: str) -> str:
+    """The clean test set's confusion matrix, one panel per model.
 
     Args:
-        images: `(N, H, W, C)` images in [0, 1].
-        maps: `(N, H, W, C)` attributions (the channel magnitude is summed).
-        titles: one caption per row.
-        method: the attribution's name, the heat-map column's title.
+        results: model -> `(true (N,), predicted (N,), class_names)`.
+
+    Each row (a true class) is normalised to fractions; cells show the count.
     """
     plt = _plt()
-    images, maps = np.asarray(images), np.abs(np.asarray(maps)).sum(-1)
-    n = len(images)
-    fig, axes = plt.subplots(n, 3, figsize=(6.6, 2.2 * n), squeeze=False)
-    for i in range(n):
-        shown = images[i][..., 0] if images.shape[-1] == 1 else images[i]
-        heat = maps[i] / max(maps[i].max(), 1e-12)
-        axes[i, 0].imshow(shown, cmap="gray", vmin=0, vmax=1)
-        axes[i, 0].set_title(titles[i], fontsize=7)
-        axes[i, 1].imshow(heat, cmap="inferno", vmin=0, vmax=1)
-        axes[i, 1].set_title(method, fontsize=7)
-        axes[i, 2].imshow(shown, cmap="gray", vmin=0, vmax=1)
-        axes[i, 2].imshow(heat, cmap="inferno", alpha=0.5, vmin=0, vmax=1)
-        axes[i, 2].set_title("overlay", fontsize=7)
-        for ax in axes[i]:
-            ax.axis("off")
-    return _save_rows(fig, plt, path, suptitle, 2.2, n)
+    fig, axes = plt.subplots(1, len(results), figsize=(4.4 * len(results), 4.0),
+                             squeeze=False, layout="constrained")
+    for ax, (model, (true, pred, classes)) in zip(axes[0], results.items(), strict=True):
+        k = len(classes)
+        counts = np.zeros((k, k), int)
+        np.add.at(counts, (np.asarray(true), np.asarray(pred)), 1)
+        frac = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+        im = ax.imshow(frac, vmin=0, vmax=1, cmap="Blues")
+        for a in range(k):
+            for b in range(k):
+                ax.text(b, a, str(counts[a, b]), ha="center", va="center", fontsize=8,
+                        color="white" if frac[a, b] > 0.5 else "black")
+        ax.set_xticks(range(k))
+        ax.set_xticklabels(classes, rotation=35, ha="right", fontsize=7)
+        ax.set_yticks(range(k))
+        ax.set_yticklabels(classes, fontsize=7)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        accuracy = float(np.mean(np.asarray(true) == np.asarray(pred)))
+        ax.set_title(f"{model} (accuracy {accuracy:.3f})", fontsize=9)
+    fig.colorbar(im, ax=axes, shrink=0.8, label="fraction of the true class")
+    return _save(fig, path, dpi=100)
 
 
-def plot_edit_panels(images, attributions, masks, edited, titles, path: str, *,
-                     suptitle: str = "") -> str:
-    """Rows of original | attribution | edit mask | edited (the attribution study).
+def plot_training_curves(histories: dict, path: str) -> str:
+    """Loss and accuracy per epoch, train (solid) and test (dashed), one colour per model.
 
     Args:
-        images, edited: `(N, H, W, C)` in [0, 1].
-        attributions: `(N, H, W, C)` signed maps (red positive, blue negative), or
-            None for edits without one (random flips).
-        masks: `(N, H, W)` bool, the edited pixels.
-        titles: `(N,)` pairs `(left caption, right caption)`: typically the original
-            and the edited image's predictions.
+        histories: model -> list of per-epoch dicts with `epoch`, `train_loss`,
+            `test_loss`, `train_accuracy`, `test_accuracy`.
     """
     plt = _plt()
-    images, edited, masks = np.asarray(images), np.asarray(edited), np.asarray(masks)
-    n = len(images)
-    fig, axes = plt.subplots(n, 4, figsize=(7.2, 1.95 * n), squeeze=False)
-    gray = lambda x: x[..., 0] if x.shape[-1] == 1 else x
-    for i in range(n):
-        axes[i, 0].imshow(gray(images[i]), cmap="gray", vmin=0, vmax=1)
-        axes[i, 0].set_title(titles[i][0], fontsize=7)
-        if attributions is not None:
-            a = np.asarray(attributions[i]).sum(-1)
-            scale = max(float(np.abs(a).max()), 1e-12)
-            axes[i, 1].imshow(a, cmap="bwr", vmin=-scale, vmax=scale)
-            axes[i, 1].set_title("attribution (red +, blue -)", fontsize=7)
-        else:
-            axes[i, 1].set_title("no attribution", fontsize=7)
-        axes[i, 2].imshow(masks[i], cmap="gray", vmin=0, vmax=1)
-        axes[i, 2].set_title(f"edited pixels: {int(masks[i].sum())}", fontsize=7)
-        axes[i, 3].imshow(gray(edited[i]), cmap="gray", vmin=0, vmax=1)
-        axes[i, 3].set_title(titles[i][1], fontsize=7)
-        for ax in axes[i]:
-            ax.axis("off")
-    return _save_rows(fig, plt, path, suptitle, 1.95, n)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10.0, 3.6))
+    for i, (model, history) in enumerate(histories.items()):
+        if not history:
+            continue
+        epochs = [h["epoch"] for h in history]
+        for ax, what in ((left, "loss"), (right, "accuracy")):
+            ax.plot(epochs, [h[f"train_{what}"] for h in history], "-o", color=f"C{i}",
+                    label=f"{model} train", markersize=4)
+            ax.plot(epochs, [h[f"test_{what}"] for h in history], "--s", color=f"C{i}",
+                    label=f"{model} test", markersize=4)
+    left.set_ylabel("cross-entropy loss")
+    right.set_ylabel("accuracy")
+    right.set_ylim(-0.02, 1.02)
+    for ax in (left, right):
+        ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path, dpi=110)
 
 
 def plot_accuracy_and_drift(table, drift, path: str) -> str:
@@ -229,83 +231,5 @@ def plot_accuracy_and_drift(table, drift, path: str) -> str:
         for ax in (top, bottom):
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-    fig.suptitle("Accuracy and attribution drift against corruption level", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def plot_gallery(image, panels, names, severities, path: str, *, suptitle: str = "") -> str:
-    """A grid of corrupted images: one row per corruption, one column per severity.
-
-    Args:
-        image: the clean `(H, W, C)` image, shown in the first column.
-        panels: `(len(names), len(severities), H, W, C)` corrupted images.
-        names: row labels (corruption names).
-        severities: column labels.
-    """
-    plt = _plt()
-    rows, cols = len(names), len(severities) + 1
-    fig, axes = plt.subplots(rows, cols, figsize=(1.45 * cols, 1.5 * rows), squeeze=False)
-    gray = image.shape[-1] == 1
-    for r, name in enumerate(names):
-        for c in range(cols):
-            ax = axes[r, c]
-            shown = image if c == 0 else panels[r, c - 1]
-            ax.imshow(np.clip(shown[..., 0] if gray else shown, 0, 1),
-                      cmap="gray" if gray else None, vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title("clean" if c == 0 else f"severity {severities[c - 1]:g}",
-                             fontsize=8)
-        axes[r, 0].set_ylabel(name.replace("_", " "), fontsize=8)
-    return _save_rows(fig, plt, path, suptitle, 1.5, rows)
-
-
-def plot_kernel_protocol(rows, corrupted, out_dir: str) -> list[str]:
-    """The kernel protocol's two figures in `out_dir`: SSIM against level per corruption
-    (`ssim_vs_level.png`), and six steps of each corruption (`gallery.png`).
-
-    Args:
-        rows: dicts with corruption, level and ssim, one per (corruption, step).
-        corrupted: name -> `(steps, H, W, C)` corrupted images.
-
-    Returns:
-        The two paths.
-    """
-    from jaxrobust import corruptions
-
-    plt = _plt()
-
-    names = list(corrupted)
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4))
-    for ax, name in zip(axes, names, strict=True):
-        sel = [r for r in rows if r["corruption"] == name]
-        ax.plot([r["level"] for r in sel], [r["ssim"] for r in sel], marker=".")
-        ax.set_xlabel(corruptions.get(name).level_meaning.split(",")[0], fontsize=8)
-        ax.set_ylabel("SSIM to the clean image")
-        ax.set_title(f"{name} ({corruptions.get(name).label})")
-        ax.set_ylim(0, 1.02)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "ssim_vs_level.png"), dpi=110)
-    plt.close(fig)
-
-    cols = 6
-    fig, axes = plt.subplots(len(names), cols, figsize=(1.9 * cols, 2.1 * len(names)))
-    for r, name in enumerate(names):
-        stack = corrupted[name]
-        picks = np.linspace(0, len(stack) - 1, cols).round().astype(int)
-        sel = [row for row in rows if row["corruption"] == name]
-        for c, step in enumerate(picks):
-            ax = axes[r, c]
-            ax.imshow(stack[step][..., 0], cmap="gray", vmin=0, vmax=1)
-            ax.set_title(f"{name}\nlevel {sel[step]['level']:.3g}, SSIM {sel[step]['ssim']:.2f}",
-                         fontsize=7)
-            ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "gallery.png"), dpi=110)
-    plt.close(fig)
-    return [os.path.join(out_dir, "ssim_vs_level.png"), os.path.join(out_dir, "gallery.png")]
+    return _save(fig, path, dpi=110)

@@ -117,8 +117,11 @@ def run_footer(config) -> list:
             ("Command", " ".join(sys.argv))]
 
 
-def saliency_figures(trained: dict, task, out_dir: str, *, per_class: int = 2) -> list:
-    """Saliency panels of correctly classified test images, per model and class.
+def saliency_figures(trained: dict, task, out_dir: str, *, per_class: int = 2,
+                     wrong_per_class: int = 1) -> list:
+    """Saliency grids of test-task images, per model: per class `per_class` correctly
+    and `wrong_per_class` wrongly classified examples, each captioned with its class,
+    level, SSIM to its clean image and the prediction.
 
     As in the study's annex (figures 35-38): the gradient magnitude of the predicted
     class's logit (the logit, not the softmax, as the study swapped softmax for linear).
@@ -126,19 +129,60 @@ def saliency_figures(trained: dict, task, out_dir: str, *, per_class: int = 2) -
     from jaxrobust import attribution, report
 
     figures = []
+    names = task.class_names
     for name, result in trained.items():
         logits = jax.jit(result.apply_fn)(result.params, jnp.asarray(task.images))
         pred = np.asarray(jnp.argmax(logits, -1))
-        picks = [i for c in range(len(task.class_names))
-                 for i in np.nonzero((task.labels == c) & (pred == c))[0][:per_class]]
+        picks = []
+        for c in range(len(names)):
+            right = np.nonzero((task.labels == c) & (pred == c))[0][:per_class]
+            wrong = np.nonzero((task.labels == c) & (pred != c))[0][:wrong_per_class]
+            picks += [*right, *wrong]
         if not picks:
             continue
+        picks = np.asarray(picks)
         maps = attribution.saliency(result.apply_fn, result.params, task.images[picks],
-                                    task.labels[picks])
-        titles = [f"{task.class_names[task.labels[i]]} (level {task.levels[i]:.3g}), "
-                  f"predicted right" for i in picks]
+                                    pred[picks])
+        ssim = task.ssim if task.ssim is not None else np.full(len(task.images), np.nan)
+        captions = [f"{names[task.labels[i]]}, level {task.levels[i]:.3g}, SSIM {ssim[i]:.2f}"
+                    f"\n-> {names[pred[i]]} " + ("(right)" if pred[i] == task.labels[i]
+                                                 else "(WRONG)") for i in picks]
         path = os.path.join(out_dir, f"saliency_{name}.png")
-        report.plot_attribution_panels(task.images[picks], maps, titles, path,
-                                       suptitle=f"{name}: saliency of correct predictions")
-        figures.append((path, f"Saliency maps of correctly classified test images ({name})"))
+        report.plot_saliency_grid(task.images[picks], maps, captions, path)
+        figures.append((path, f"{name}: saliency of the predicted class on test-task "
+                              f"images, {per_class} right and up to {wrong_per_class} wrong "
+                              "per class"))
     return figures
+
+
+def sweep_figures(table, per_image: dict, class_names: dict, out_dir: str, *,
+                  intervals: dict | None = None, critical: tuple | None = None,
+                  fraction: float = 0.5) -> list:
+    """The figures of a sweep, written into `out_dir`, as `(path, caption[, table])`:
+    accuracy against level (bootstrap bands from `intervals`) and against SSIM (one
+    panel per model; `critical` = `(table, points)` of `critical_ssim_table` marks the
+    critical SSIMs), SSIM against level, and the predicted classes per level."""
+    from jaxrobust import report
+
+    levels = {name: rows["level"].to_numpy() for name, rows in
+              table[table["model"] == table["model"].iloc[0]].groupby("corruption",
+                                                                      sort=False)}
+    ssim_caption = "Accuracy against mean SSIM, one panel per model"
+    ssim_figure = (report.plot_accuracy_vs_ssim(
+        table, os.path.join(out_dir, "accuracy_vs_ssim.png"),
+        critical=critical[1] if critical else None), ssim_caption)
+    if critical:
+        ssim_figure = (ssim_figure[0], ssim_caption + f"; a cross marks each critical SSIM, "
+                       f"where accuracy crosses {fraction:g} x the clean accuracy "
+                       "(interpolated)", critical[0])
+    return [
+        (report.plot_accuracy_vs_level(table, os.path.join(out_dir, "accuracy_vs_level.png"),
+                                       ci=intervals),
+         "Accuracy against corruption level (shaded: 95% bootstrap interval)"),
+        ssim_figure,
+        (report.plot_ssim_vs_level(table, os.path.join(out_dir, "ssim_vs_level.png")),
+         "SSIM to the clean image against corruption level (bars: one standard deviation)"),
+        (report.plot_confusion(per_image, class_names, os.path.join(out_dir, "confusion.png"),
+                               levels=levels),
+         "Predicted class of the corrupted test images at each level (fraction of images)"),
+    ]

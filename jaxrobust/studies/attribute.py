@@ -22,8 +22,9 @@ def run(config, checkpoint: str, out_dir: str, *, method: str = "ig", steps: int
     `ig`: Integrated Gradients (black baseline, Gauss-Legendre, `steps` points);
     `smoothgrad`: |gradient| averaged over 50 noisy copies; `saliency`: |gradient| of
     the predicted logit. The target is the predicted class. Writes
-    `attributions.npz` (images, attributions, labels, predicted, class_names) and
-    `attributions.png` into `out_dir`, together.
+    `attributions.npz` (images, attributions, labels, predicted, class_names),
+    `attributions.png` (a grid of image and map, captioned with class, level, SSIM and
+    prediction) and `report.html` into `out_dir`, together.
 
     Returns:
         `out_dir`, absolute.
@@ -32,7 +33,10 @@ def run(config, checkpoint: str, out_dir: str, *, method: str = "ig", steps: int
         ValueError: an unknown method, `n < 1`, or a checkpoint whose input shape
             differs from the config's images.
     """
+    import pandas as pd
+
     from jaxrobust import attribution, report, train
+    from jaxrobust import config as config_lib
     from jaxrobust.studies.corruption import prepare
     from jaxrobust.studies.folder import output_folder
 
@@ -67,15 +71,37 @@ def run(config, checkpoint: str, out_dir: str, *, method: str = "ig", steps: int
     maps = np.concatenate(maps)
     out_dir = output_folder(out_dir)
     names = meta["class_names"]
-    titles = [f"true {names[y]}, predicted {names[t]}" for y, t in zip(labels, targets,
-                                                                       strict=True)]
     title = _TITLES.get(method, method)
+    captions = [f"#{i}: {names[y]}, level {task.levels[i]:.3g}"
+                + ("" if task.ssim is None else f", SSIM {task.ssim[i]:.2f}")
+                + f"\n-> {names[t]} " + ("(right)" if t == y else "(WRONG)")
+                for i, y, t in zip(idx, labels, targets, strict=True)]
+    rows = pd.DataFrame({"test image": idx, "true": [names[y] for y in labels],
+                         "level": task.levels[idx], "predicted": [names[t] for t in targets],
+                         "right": targets == labels,
+                         "attribution total": np.abs(maps).sum(axis=(1, 2, 3))})
     with _io.publish(out_dir) as tmp:
         np.savez_compressed(os.path.join(tmp, "attributions.npz"), images=images,
                             attributions=maps, labels=labels, predicted=targets,
                             class_names=np.asarray(names))
-        report.plot_attribution_panels(images, maps, titles,
-                                       os.path.join(tmp, "attributions.png"),
-                                       suptitle=f"{meta['model']}: {title}", method=title)
-    log(f"wrote {len(idx)} attributions to {out_dir}/attributions.npz and attributions.png")
+        figure = report.plot_saliency_grid(images, maps, captions,
+                                           os.path.join(tmp, "attributions.png"),
+                                           method=title)
+        report.write_report(
+            os.path.join(tmp, "report.html"),
+            title=f"jaxrobust: {title} of {meta['model']}",
+            figures=[(figure, f"{title} of the predicted class: each test-task image beside "
+                              "its map (|map| summed over channels, scaled to its maximum)")],
+            tables=[("Explained images", rows)], summary={},
+            config={k: v for k, v in config_lib.to_dict(config).items()
+                    if k in ("data", "task", "seed")},
+            overview=[("Checkpoint", checkpoint),
+                      ("Model", f"{meta['model']}, classes {', '.join(names)}"),
+                      ("Method", f"{title}" + (f", {steps} steps (Gauss-Legendre, black "
+                                               "baseline)" if method == "ig" else "")),
+                      ("Images", f"{len(idx)} test-task images, evenly spaced; "
+                                 f"{int(np.sum(targets == labels))} predicted right")],
+            footer=[row for row in report.run_footer(config) if row[0] != "Protocol"])
+    log(f"wrote {len(idx)} attributions to {out_dir}: attributions.npz, attributions.png, "
+        "report.html")
     return out_dir

@@ -269,6 +269,9 @@ def run(config, out_dir: str, *, log: Callable[[str], None] = print,
                                          for n, r in trained.items() if r.history}}
     critical_table, critical_points = critical_ssim_table(
         summary, fraction=config.sweep.critical_fraction)
+    test_results = {n: (task_test.labels, sweep.clean_predictions(r.apply_fn, r.params,
+                                                                  task_test.images),
+                        list(task_test.class_names)) for n, r in trained.items()}
     with _io.publish(out_dir) as tmp:
         store.write_results(tmp, table, per_image)
         drift.to_csv(os.path.join(tmp, "drift.csv"), index=False)
@@ -276,18 +279,16 @@ def run(config, out_dir: str, *, log: Callable[[str], None] = print,
             json.dump(summary, f, indent=2)
         with open(os.path.join(tmp, "config.yaml"), "w") as f:
             yaml.safe_dump(config_lib.to_dict(config), f, sort_keys=False)
-        figures = [
-            (report.plot_accuracy_vs_level(table, os.path.join(tmp, "accuracy_vs_level.png"),
-                                           ci=intervals), "Accuracy against corruption level"),
-            (report.plot_accuracy_vs_ssim(table, os.path.join(tmp, "accuracy_vs_ssim.png"),
-                                          critical=critical_points),
-             "Accuracy against mean SSIM; a cross marks each critical SSIM, where accuracy "
-             f"crosses {config.sweep.critical_fraction:g} x the clean accuracy (interpolated)",
-             critical_table),
-            (report.plot_ssim_vs_level(table, os.path.join(tmp, "ssim_vs_level.png")),
-             "SSIM against corruption level"),
-            (report.plot_confusion(per_image, class_names, os.path.join(tmp, "confusion.png")),
-             "Predicted class per level"),
+        figures = report.sweep_figures(table, per_image, class_names, tmp,
+                                       intervals=intervals,
+                                       critical=(critical_table, critical_points),
+                                       fraction=config.sweep.critical_fraction)
+        figures += [
+            (report.plot_test_confusion(test_results, os.path.join(tmp, "test_confusion.png")),
+             "Clean test set: the task's confusion matrix per model (rows: true class)"),
+            (report.plot_training_curves({n: r.history for n, r in trained.items()},
+                                         os.path.join(tmp, "training.png")),
+             "Training curves: loss and accuracy per epoch, train (solid) and test (dashed)"),
             (report.plot_accuracy_and_drift(table, drift, os.path.join(tmp, "drift.png")),
              "Attribution drift: how far the saliency maps of corrupted images move from "
              "the clean images' maps (Spearman rank correlation; 1 = same ranking), beside "
@@ -307,7 +308,7 @@ def run(config, out_dir: str, *, log: Callable[[str], None] = print,
             summary=summary, summary_file="summary.json", config=applied,
             notes=[summary["_protocol"]],
             overview=report.run_overview(config, ds, test_idx, task_train, trained,
-                                  time.perf_counter() - start),
+                                         time.perf_counter() - start),
             leaderboard=board,
             flags=report.run_flags(summary, trained, len(task_train.class_names)),
             footer=report.run_footer(config))
@@ -378,15 +379,9 @@ def sweep_checkpoints(config, checkpoints, out_dir: str, *,
     summary["_protocol"] = protocol_note(config)
     with _io.publish(out_dir) as tmp:
         store.write_results(tmp, table, per_image)
-        figures = [
-            (report.plot_accuracy_vs_level(table, os.path.join(tmp, "accuracy_vs_level.png"),
-                                           ci=intervals), "Accuracy against corruption level"),
-            (report.plot_accuracy_vs_ssim(table, os.path.join(tmp, "accuracy_vs_ssim.png")),
-             "Accuracy against mean SSIM"),
-            (report.plot_ssim_vs_level(table, os.path.join(tmp, "ssim_vs_level.png")),
-             "SSIM against corruption level"),
-            (report.plot_confusion(per_image, class_names, os.path.join(tmp, "confusion.png")),
-             "Predicted class per level")]
+        figures = report.sweep_figures(table, per_image, class_names, tmp,
+                                       intervals=intervals,
+                                       fraction=sweep_cfg.critical_fraction)
         _io.write_json(os.path.join(tmp, "summary.json"), summary)
         report.write_report(
             os.path.join(tmp, "report.html"), title="jaxrobust: sweep of trained checkpoints",

@@ -118,7 +118,7 @@ def corruption_gallery(source: str, out_png: str, *, names=None,
         `out_png`.
     """
     from jaxrobust.data.sources import gallery_image
-    from jaxrobust.report.plots import plot_gallery
+    from jaxrobust.report import plot_gallery
 
     if not out_png.lower().endswith(".png"):
         raise ValueError(f"gallery output {out_png} must be a .png file.")
@@ -151,7 +151,7 @@ def run_kernel_demo(out_dir: str, *, seed: int = 0, log: Callable[[str], None] =
         `out_dir`.
     """
     from jaxrobust.data.sources import sample_image
-    from jaxrobust.report.plots import plot_kernel_protocol
+    from jaxrobust.report import plot_kernel_protocol
 
     out_dir = os.path.abspath(out_dir)
     with _io.new_folder(out_dir) as tmp:
