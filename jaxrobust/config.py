@@ -45,6 +45,15 @@ class ModelConfig:
     width: float = 1.0
     hidden: int = 1028
     bn_momentum: float = 0.99   # Keras' default; 0.9 settles faster in short runs
+    #: Keras' preprocess_input inside the model: none | tf | caffe | keras (the
+    #: backbone's own) | auto (keras with `weights`, none without).
+    preprocess: str = "auto"
+    #: A Keras notop weights file for the backbone (vgg16 / xception at width 1.0), as
+    #: keras.applications caches it (models.KERAS_NOTOP names the file): the backbone
+    #: starts from it. No download: place the file yourself.
+    weights: str | None = None
+    #: Keep the backbone as loaded (its batch norm in inference mode), train the head.
+    freeze_backbone: bool = False
 
 
 @dataclasses.dataclass
@@ -207,16 +216,21 @@ def load(path: str | None = None, overrides: list[str] = ()) -> Config:
     return _build(Config, raw, "")
 
 
-def validate(config: Config) -> Config:
+def validate(config: Config, *, trains: bool = True) -> Config:
     """Checks every name in `config` before any data is generated or a model trained.
 
     Corruption names (aliases allowed), model names, the data source's kind, the
     optimizer, the sweep's protocol and target, and the counts that must be positive.
 
+    With `trains` (a job that builds the configured models: run, train,
+    counterfactual), also what those models need: pretrained weights files that
+    exist, and images large enough for each backbone.
+
     Raises:
         ValueError: one line naming the key, the bad value and the accepted ones.
     """
     from jaxrobust import corruptions, models
+    from jaxrobust.models.preprocess import MODES
 
     for i, name in enumerate(config.task.corruptions):
         try:
@@ -232,6 +246,16 @@ def validate(config: Config) -> Config:
         if m.name not in models.names():
             raise ValueError(f"config: models.{i}.name {m.name!r} is not a model; use one of "
                              f"{', '.join(models.names())}.")
+        if m.preprocess not in MODES:
+            raise ValueError(f"config: models.{i}.preprocess {m.preprocess!r}; use one of "
+                             f"{', '.join(MODES)}.")
+        if not trains:
+            continue
+        if m.weights is not None:
+            models.check_weights_config(m.name, m.weights, width=m.width, where=f"models.{i}")
+        elif m.freeze_backbone:
+            raise ValueError(f"config: models.{i}.freeze_backbone keeps a loaded backbone; "
+                             f"set models.{i}.weights to a Keras notop file, or drop it.")
         least = models.MIN_SIZE.get(m.name, 1)
         if config.data.image_size < least:
             raise ValueError(f"config: models.{i}.name {m.name} takes images of at least "

@@ -22,6 +22,7 @@ from flax import nnx
 
 from jaxrobust import _io, _progress, models
 from jaxrobust.config import ModelConfig, TrainConfig
+from jaxrobust.models.keras_import import assign_keras_weights
 
 METADATA = "model.json"
 
@@ -44,10 +45,22 @@ def _optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; use adam or sgd.")
 
 
+def _file_digest(path: str) -> str:
+    """The first 16 hex digits of a file's SHA-256 (what a checkpoint records of it)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(os.path.expanduser(path), "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
 def _build(meta: dict):
     return models.get(meta["model"], meta["num_classes"], input_shape=tuple(meta["input_shape"]),
                       width=meta["width"], hidden=meta["hidden"], seed=meta["seed"],
-                      bn_momentum=meta.get("bn_momentum", 0.99))
+                      bn_momentum=meta.get("bn_momentum", 0.99),
+                      preprocess=meta.get("preprocess", "none"))
 
 
 def _pure(tree):
@@ -98,8 +111,16 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, *, train_images, train
     """
     if len(train_images) == 0 or len(test_images) == 0:
         raise ValueError("training needs non-empty train and test sets.")
+    weights = None
+    if model_cfg.weights is not None:
+        models.check_weights_config(model_cfg.name, model_cfg.weights, width=model_cfg.width)
+        weights = {"file": os.path.abspath(os.path.expanduser(model_cfg.weights)),
+                   "sha256": _file_digest(model_cfg.weights)}
     meta = {"model": model_cfg.name, "width": model_cfg.width, "hidden": model_cfg.hidden,
             "bn_momentum": model_cfg.bn_momentum,
+            "preprocess": models.resolve_preprocess(model_cfg.preprocess, model_cfg.name,
+                                                    pretrained=weights is not None),
+            "weights": weights, "freeze_backbone": bool(model_cfg.freeze_backbone),
             "num_classes": len(class_names), "class_names": list(class_names),
             "input_shape": list(train_images.shape[1:]), "seed": seed,
             "train": dataclasses.asdict(train_cfg), "config": config or {}}
@@ -107,19 +128,38 @@ def train(model_cfg: ModelConfig, train_cfg: TrainConfig, *, train_images, train
     if os.path.exists(meta_path):
         with open(meta_path) as f:
             old = json.load(f)
-        keys = ("model", "width", "hidden", "bn_momentum", "class_names", "input_shape", "seed")
+        keys = ("model", "width", "hidden", "bn_momentum", "preprocess", "class_names",
+                "input_shape", "seed", "freeze_backbone")
         same_training = ({**old.get("train", {}), "epochs": 0}
                          == {**meta["train"], "epochs": 0})  # more epochs may continue
-        if any(old.get(k) != meta.get(k) for k in keys) or not same_training:
+        # folders from before these options
+        old.setdefault("preprocess", "none")
+        old.setdefault("freeze_backbone", False)
+        same_weights = ((old.get("weights") or {}).get("sha256")
+                        == (weights or {}).get("sha256"))
+        if any(old.get(k) != meta.get(k) for k in keys) or not same_training \
+                or not same_weights:
             raise ValueError(f"{model_dir} holds a model trained with another configuration; "
                              "pass another --out (or delete the folder) to start afresh.")
-    os.makedirs(model_dir, exist_ok=True)
-    _io.write_json(meta_path, meta)
-
     model = _build(meta)
+    if weights is not None:  # the backbone starts from Keras' weights (a resume restores)
+        try:
+            assign_keras_weights(model.backbone, weights["file"], model_name=model_cfg.name)
+        except ValueError as e:
+            raise ValueError(f"{e} Expected Keras' {model_cfg.name} notop weights "
+                             f"({models.KERAS_NOTOP[model_cfg.name]}).") from None
+    os.makedirs(model_dir, exist_ok=True)  # only once the model is built and loaded
+    _io.write_json(meta_path, meta)
     model.train()
+    if meta["freeze_backbone"]:
+        model.backbone.eval()  # as Keras' frozen base: batch norm in inference mode
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = _optimizer(train_cfg)
+    if meta["freeze_backbone"]:  # the backbone's parameters get no updates
+        labels = jax.tree_util.tree_map_with_path(
+            lambda path, _: "frozen" if "backbone" in jax.tree_util.keystr(path) else "train",
+            params)
+        tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
     opt_state = tx.init(params)
     history: list[dict] = []
     manager = _manager(model_dir)

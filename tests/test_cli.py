@@ -211,6 +211,9 @@ def test_seed_and_names_checked_before_any_data(tmp_path, capsys, monkeypatch):
                         (["run", "--set", "models.0.name=resnet"], "'resnet' is not a model"),
                         (["train", "--set", "data.source=ftp:x"], "not a data source"),
                         (["run", "--set", "data.image_size=32"], "at least 71x71"),
+                        (["run", "--set", "models.0.preprocess=bgr"], "preprocess 'bgr'"),
+                        (["run", "--set", "models.0.weights=/no/such.h5"],
+                         "models.0.weights"),
                         (["counterfactual", "--set", "counterfactual.trials=0"],
                          "counterfactual.trials must be at least 1")):
         assert cli.main([*argv, "--out", str(tmp_path / "x")]) == 2

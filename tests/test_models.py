@@ -80,3 +80,117 @@ def test_wrong_architecture_file_is_rejected(tmp_path, rng):
     junk.write_text("not hdf5")
     with pytest.raises(ValueError, match="HDF5"):
         models.load_keras_weights("vgg16", str(junk), input_shape=(32, 32, 3))
+
+
+@pytest.mark.parametrize("name,mode", [("xception", "tf"), ("vgg16", "caffe")])
+def test_preprocessing_equals_keras_and_runs_inside_the_model(rng, name, mode):
+    from jaxrobust.models import preprocess
+
+    module = {"xception": keras.applications.xception, "vgg16": keras.applications.vgg16}
+    x = rng.random((2, 7, 5, 3), dtype=np.float32)
+    want = np.asarray(module[name].preprocess_input(x * 255.0))
+    np.testing.assert_allclose(np.asarray(preprocess.preprocess(x, mode)), want, rtol=1e-6,
+                               atol=1e-6)
+    assert preprocess.resolve("keras", name) == mode
+    # the model takes [0, 1] images and preprocesses them itself; gray is repeated first
+    size = 71 if name == "xception" else 32
+    gray = rng.random((2, size, size, 1), dtype=np.float32)
+    inside = models.get(name, 3, input_shape=(size, size, 1), width=0.125, hidden=8,
+                        preprocess="keras")
+    plain = models.get(name, 3, input_shape=(size, size, 3), width=0.125, hidden=8)
+    a, pa = models.pure(inside)
+    b, pb = models.pure(plain)
+    rgb = preprocess.preprocess(np.repeat(gray, 3, axis=-1), mode)
+    np.testing.assert_allclose(np.asarray(a(pa, gray)), np.asarray(b(pb, rgb)), rtol=1e-5,
+                               atol=1e-5)
+    with pytest.raises(ValueError, match="preprocess 'bgr'"):
+        models.get(name, 3, input_shape=(size, size, 3), preprocess="bgr")
+
+
+def test_keras_notop_weights_initialise_a_frozen_backbone(tmp_path, rng):
+    from jaxrobust import train
+    from jaxrobust.config import ModelConfig, TrainConfig
+
+    keras_net = _keras_model("vgg16", rng)
+    path = str(tmp_path / models.KERAS_NOTOP["vgg16"])
+    _save_legacy(keras_net, path)
+    x = rng.random((8, 32, 32, 3), dtype=np.float32)
+    y = np.arange(8) % 2
+    cfg = ModelConfig(name="vgg16", hidden=8, weights=path, freeze_backbone=True)
+    result = train.train(cfg, TrainConfig(epochs=1, batch_size=4), train_images=x,
+                         train_labels=y, test_images=x[:2], test_labels=y[:2],
+                         class_names=["a", "b"], model_dir=str(tmp_path / "m"),
+                         log=lambda s: None)
+    assert result.metadata["preprocess"] == "caffe"  # on by default with weights
+    # frozen: the backbone is Keras' still, bit for bit; its features equal Keras'
+    _, ref = models.load_keras_weights("vgg16", path, input_shape=(32, 32, 3))
+    ours = jax.tree.leaves(result.params["backbone"])
+    assert len(ours) == len(jax.tree.leaves(ref))
+    for a, b in zip(ours, jax.tree.leaves(ref), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    feats = np.asarray(keras_net(x[:2], training=False))
+    net = models.backbone("vgg16", in_channels=3)
+    apply_fn, params = models.pure(net)
+    params = jax.tree.map(lambda _, v: v, params, result.params["backbone"])
+    np.testing.assert_allclose(np.asarray(apply_fn(params, x[:2])), feats, rtol=1e-4,
+                               atol=1e-4 * np.abs(feats).max())
+    # a file of another architecture, a truncated file, a missing one: one clear error
+    other = str(tmp_path / "xception.h5")
+    _save_legacy(_keras_model("xception", rng), other)
+    truncated = tmp_path / "cut.h5"
+    truncated.write_bytes(open(path, "rb").read()[:4096])
+    for bad, words in ((other, "another architecture|needs"), (str(truncated), "HDF5")):
+        with pytest.raises(ValueError, match=words) as e:
+            train.train(ModelConfig(name="vgg16", hidden=8, weights=bad), TrainConfig(epochs=1),
+                        train_images=x, train_labels=y, test_images=x[:2], test_labels=y[:2],
+                        class_names=["a", "b"], model_dir=str(tmp_path / "bad"),
+                        log=lambda s: None)
+        assert models.KERAS_NOTOP["vgg16"] in str(e.value)
+        assert not (tmp_path / "bad").exists()  # nothing written for a failed start
+    with pytest.raises(ValueError, match="does not exist; place Keras' vgg16 notop"):
+        models.check_weights_config("vgg16", str(tmp_path / "nope.h5"), width=1.0)
+    with pytest.raises(ValueError, match="width 1.0"):
+        models.check_weights_config("vgg16", path, width=0.5)
+
+
+@pytest.mark.parametrize("name", ["vgg16", "xception"])
+def test_export_round_trips_through_keras(tmp_path, rng, name):
+    from flax import nnx
+
+    shape = SHAPES[name]
+    clf = models.get(name, 3, input_shape=shape, hidden=8, seed=int(rng.integers(100)))
+    _, params = models.pure(clf)
+
+    def stir(path, v):  # non-trivial batch-norm statistics and biases
+        key = jax.tree_util.keystr(path)
+        if "var" in key:
+            return (v * rng.uniform(0.5, 1.5, v.shape)).astype(v.dtype)
+        return (v + rng.normal(0, 0.05, v.shape)).astype(v.dtype)
+
+    nnx.update(clf, jax.tree_util.tree_map_with_path(stir, params))
+    build = {"vgg16": keras.applications.VGG16, "xception": keras.applications.Xception}[name]
+    x = rng.random((2, *shape), dtype=np.float32)
+    ours_fn, ours = models.pure(clf)
+    want = np.asarray(ours_fn(ours, x))
+    path = models.save_keras_weights(clf, str(tmp_path / "clf.h5"))
+    seq = keras.Sequential([build(include_top=False, weights=None, input_shape=shape),
+                            keras.layers.Flatten(), keras.layers.Dense(8, activation="relu"),
+                            keras.layers.Dense(3)])
+    seq.load_weights(path)
+    assert seq.count_params() == models.count_params(ours)
+    with jax.numpy_rank_promotion("allow"):  # Keras' Dense broadcasts its bias
+        got = np.asarray(seq(x, training=False))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    # the backbone alone loads into keras.applications, and back into jaxrobust
+    bb = models.save_keras_weights(clf.backbone, str(tmp_path / "notop.h5"))
+    keras_bb = build(include_top=False, weights=None, input_shape=shape)
+    keras_bb.load_weights(bb)
+    fa, fp = models.pure(clf.backbone)
+    feats = np.asarray(fa(fp, x))
+    np.testing.assert_allclose(np.asarray(keras_bb(x, training=False)), feats, rtol=1e-4,
+                               atol=1e-4 * np.abs(feats).max())
+    again_fn, again = models.load_keras_weights(name, bb, input_shape=shape)
+    np.testing.assert_array_equal(np.asarray(again_fn(again, x)), feats)
+    with pytest.raises(ValueError, match="small_cnn|Classifier|takes a vgg16"):
+        models.save_keras_weights(models.get("small_cnn", 2, input_shape=(8, 8, 1), width=0.25,
+                                             hidden=4), str(tmp_path / "no.h5"))

@@ -22,15 +22,19 @@ Example:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxrobust.models import preprocess
 from jaxrobust.models.classifier import Classifier
+from jaxrobust.models.keras_export import save_keras_weights
 from jaxrobust.models.keras_import import assign_keras_weights, read_keras_weights
 from jaxrobust.models.layers import SeparableConv
+from jaxrobust.models.preprocess import resolve as resolve_preprocess
 from jaxrobust.models.small_cnn import SmallCNN
 from jaxrobust.models.vgg import VGG16
 from jaxrobust.models.xception import Xception
@@ -76,7 +80,7 @@ MIN_SIZE = {"xception": 71, "vgg16": 32, "small_cnn": 4}
 
 def get(name: str, num_classes: int, *, input_shape: tuple[int, int, int],
         width: float = 1.0, hidden: int = 1028, seed: int = 0,
-        bn_momentum: float = 0.99) -> Classifier:
+        bn_momentum: float = 0.99, preprocess: str = "none") -> Classifier:
     """A backbone with the study's head (Flatten, Dense(hidden, relu), Dense(num_classes)).
 
     Args:
@@ -88,7 +92,14 @@ def get(name: str, num_classes: int, *, input_shape: tuple[int, int, int],
         hidden: units of the hidden dense layer (the study used 1028).
         seed: initialisation seed.
         bn_momentum: batch-norm momentum in training (Keras: 0.99; short runs want 0.9).
+        preprocess: Keras' `preprocess_input` inside the forward pass: `none`, `tf`
+            (Xception's: [-1, 1]), `caffe` (VGG16's: BGR, ImageNet means subtracted,
+            0-255) or `keras` (the backbone's own mode); inputs stay in [0, 1].
+
+    Raises:
+        ValueError: an unknown name or preprocess mode, or images too small.
     """
+    mode = resolve_preprocess(preprocess, name)
     if num_classes < 1:
         raise ValueError(f"num_classes must be at least 1, got {num_classes}.")
     if len(input_shape) != 3:
@@ -103,8 +114,8 @@ def get(name: str, num_classes: int, *, input_shape: tuple[int, int, int],
         raise ValueError(f"{name} reduces {input_shape[0]}x{input_shape[1]} images to nothing "
                          f"(features {features}); use larger images (data.image_size) or "
                          "small_cnn.")
-    return Classifier(net, feature_shape=features,
-                      num_classes=num_classes, hidden=hidden, rngs=nnx.Rngs(seed + 1))
+    return Classifier(net, feature_shape=features, num_classes=num_classes, hidden=hidden,
+                      preprocess=mode, rngs=nnx.Rngs(seed + 1))
 
 
 def pure(module: nnx.Module, *, train: bool = False):
@@ -129,6 +140,32 @@ def pure(module: nnx.Module, *, train: bool = False):
 def count_params(params) -> int:
     """Number of scalars in a params pytree (Keras' `count_params()` for a backbone)."""
     return int(sum(x.size for x in jax.tree.leaves(params)))
+
+
+#: The notop weights files `keras.applications` caches (in ~/.keras/models/).
+KERAS_NOTOP = {"xception": "xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
+               "vgg16": "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"}
+
+
+def check_weights_config(name: str, path: str, *, width: float, where: str = "model") -> None:
+    """Checks that `path` can initialise backbone `name` before any work.
+
+    Raises:
+        ValueError: a backbone without Keras weights, a width other than 1.0, or a
+            missing file; the message names the file expected.
+    """
+    if name not in KERAS_NOTOP:
+        raise ValueError(f"config: {where}.weights: Keras weights exist for "
+                         f"{', '.join(KERAS_NOTOP)}, not {name}; drop {where}.weights.")
+    expected = (f"Keras' {name} notop weights ({KERAS_NOTOP[name]}, or a .weights.h5 of "
+                f"keras.applications.{'VGG16' if name == 'vgg16' else 'Xception'}"
+                "(include_top=False), 3 input channels)")
+    if width != 1.0:
+        raise ValueError(f"config: {where}.weights: {expected} fit width 1.0, but "
+                         f"{where}.width is {width}; set it to 1.0.")
+    if not os.path.isfile(os.path.expanduser(path)):
+        raise ValueError(f"config: {where}.weights: {path} does not exist; place "
+                         f"{expected} there (jaxrobust downloads nothing).")
 
 
 def load_keras_weights(name: str, path: str, *, input_shape: tuple[int, int, int]):
@@ -161,7 +198,12 @@ def load_keras_weights(name: str, path: str, *, input_shape: tuple[int, int, int
 
 
 __all__ = [
+    "KERAS_NOTOP",
     "MIN_SIZE",
+    "check_weights_config",
+    "preprocess",
+    "resolve_preprocess",
+    "save_keras_weights",
     "VGG16",
     "Classifier",
     "SeparableConv",

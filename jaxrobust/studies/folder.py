@@ -7,6 +7,7 @@ keys, so a folder never mixes checkpoints, sweep cells and reports of two config
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -83,6 +84,12 @@ def claim_folder(config, out_dir: str, *, restart: bool = False,
         return False
     with open(path) as f:
         old = json.load(f).get("config", {})
+    from jaxrobust.config import ModelConfig
+
+    defaults = dataclasses.asdict(ModelConfig())  # keys added since a folder's first run
+    if isinstance(old.get("models"), list):
+        old["models"] = [{**defaults, **m} if isinstance(m, dict) else m
+                         for m in old["models"]]
     flat = _result_config(config)
     changed = sorted(k for k in set(old) | set(flat) if old.get(k) != flat.get(k))
     if changed:
