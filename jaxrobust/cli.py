@@ -59,8 +59,10 @@ def _cmd_train(args) -> None:
 def _cmd_sweep(args) -> None:
     from jaxrobust.studies import corruption
 
+    kw = {"class_names_of_keras": tuple(args.class_names)} if args.class_names else {}
     corruption.sweep_checkpoints(_config(args), args.checkpoint or [],
-                                 args.out or _default_out(), log=_log(args))
+                                 args.out or _default_out(), keras_models=args.keras_model or [],
+                                 log=_log(args), **kw)
 
 
 def _cmd_counterfactual(args) -> None:
@@ -201,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     swp = with_config(command("sweep", help="sweep trained checkpoints"))
     swp.add_argument("--checkpoint", action="append", metavar="MODEL_DIR",
                      help="a trained model folder (repeat for several)")
+    swp.add_argument("--keras-model", action="append", metavar="FILE",
+                     help="a saved Keras classifier of the study's layout (.keras or "
+                     "full-model .h5; repeat for several), swept without training")
+    swp.add_argument("--class-names", nargs="+", metavar="NAME",
+                     help="the Keras models' classes in output order (default: the "
+                     "study's original scale_up median_blur gaussian_noise)")
     devices_option(swp)
     swp.add_argument("--corruptions", nargs="+", metavar="NAME",
                      help="corruptions to sweep (any registered name the checkpoints "

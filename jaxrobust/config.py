@@ -54,6 +54,9 @@ class ModelConfig:
     weights: str | None = None
     #: Keep the backbone as loaded (its batch norm in inference mode), train the head.
     freeze_backbone: bool = False
+    #: A saved Keras classifier of the study's layout (.keras or full-model .h5) used
+    #: as it is, without training (models.load_keras_model).
+    keras_model: str | None = None
 
 
 @dataclasses.dataclass
@@ -249,7 +252,10 @@ def validate(config: Config, *, trains: bool = True) -> Config:
         if m.preprocess not in MODES:
             raise ValueError(f"config: models.{i}.preprocess {m.preprocess!r}; use one of "
                              f"{', '.join(MODES)}.")
-        if not trains:
+        if m.keras_model is not None and not os.path.isfile(os.path.expanduser(m.keras_model)):
+            raise ValueError(f"config: models.{i}.keras_model: {m.keras_model} does not exist; "
+                             "pass a saved Keras classifier (.keras or full-model .h5).")
+        if not trains or m.keras_model is not None:
             continue
         if m.weights is not None:
             models.check_weights_config(m.name, m.weights, width=m.width, where=f"models.{i}")

@@ -33,6 +33,7 @@ from jaxrobust.models import preprocess
 from jaxrobust.models.classifier import Classifier
 from jaxrobust.models.keras_export import save_keras_weights
 from jaxrobust.models.keras_import import assign_keras_weights, read_keras_weights
+from jaxrobust.models.keras_model import load_keras_model
 from jaxrobust.models.layers import SeparableConv
 from jaxrobust.models.preprocess import resolve as resolve_preprocess
 from jaxrobust.models.small_cnn import SmallCNN
@@ -203,6 +204,7 @@ __all__ = [
     "check_weights_config",
     "preprocess",
     "resolve_preprocess",
+    "load_keras_model",
     "save_keras_weights",
     "VGG16",
     "Classifier",

@@ -76,14 +76,30 @@ def train_models(config, out_dir: str, *, task_train, task_test,
                  log: Callable[[str], None] = print, progress: bool | None = None) -> dict:
     """Trains (or resumes) every configured model in `out_dir/models/<name>`.
 
+    A model given as `keras_model: FILE` (a saved Keras classifier of the study's
+    layout) is loaded instead of trained: its outputs are taken as the task's classes,
+    in the task's order (the study's: original, scale_up, median_blur, gaussian_noise).
+
     Returns:
-        name -> `TrainResult`.
+        name -> `TrainResult` (an empty history for a loaded Keras model).
     """
     from jaxrobust import config as config_lib
-    from jaxrobust import train
+    from jaxrobust import models, train
 
     results = {}
     for name, model_cfg in zip(model_names(config), config.models, strict=True):
+        if model_cfg.keras_model is not None:
+            apply_fn, params, info = models.load_keras_model(model_cfg.keras_model)
+            classes = list(task_train.class_names)
+            if info["num_classes"] != len(classes):
+                raise ValueError(f"{model_cfg.keras_model} has {info['num_classes']} outputs, "
+                                 f"the task {len(classes)} classes ({', '.join(classes)}).")
+            log(f"load {name} from {model_cfg.keras_model} ({info['backbone']}, no training)")
+            results[name] = train.TrainResult(apply_fn, params, {
+                "model": info["backbone"], "class_names": classes,
+                "input_shape": list(info["input_shape"]), "keras_model": model_cfg.keras_model},
+                [])
+            continue
         log(f"train {name} ({model_cfg.name}, width {model_cfg.width})")
         results[name] = train.train(
             model_cfg, config.train, train_images=task_train.images,
@@ -331,9 +347,20 @@ def train_only(config, out_dir: str, *, log: Callable[[str], None] = print,
     return trained
 
 
-def sweep_checkpoints(config, checkpoints, out_dir: str, *,
+#: The study's classes in its order (Original / Crop / Blur / Noise): a saved Keras
+#: model of the study predicts these.
+STUDY_CLASSES = ("original", "scale_up", "median_blur", "gaussian_noise")
+
+
+def sweep_checkpoints(config, checkpoints, out_dir: str, *, keras_models=(),
+                      class_names_of_keras=STUDY_CLASSES,
                       log: Callable[[str], None] = print, progress: bool | None = None):
     """`jaxrobust sweep`: trained checkpoints swept over the config's test images.
+
+    `keras_models` are saved Keras classifiers of the study's layout (`.keras` or
+    full-model `.h5`, read by `models.load_keras_model`, no training), whose outputs
+    are `class_names_of_keras` (default: the study's four classes, in its order); they
+    see the images as given, in [0, 1], as the study fed them.
 
     Writes `sweep_cells/` (a rerun resumes), `results.csv`, `per_image.npz` and
     `report.html` (accuracy against level and SSIM, SSIM against level, predicted
@@ -346,20 +373,34 @@ def sweep_checkpoints(config, checkpoints, out_dir: str, *,
         ValueError: no checkpoint, or one whose input shape differs from the config's.
     """
     from jaxrobust import config as config_lib
-    from jaxrobust import report, store, sweep, train
+    from jaxrobust import models, report, store, sweep, train
 
-    if not checkpoints:
-        raise ValueError("sweep needs --checkpoint MODEL_DIR (one or more), e.g. "
-                         "runs/demo/models/xception.")
-    classifiers, class_names, shapes = {}, {}, {}
+    if not checkpoints and not keras_models:
+        raise ValueError("sweep needs --checkpoint MODEL_DIR or --keras-model FILE (one or "
+                         "more), e.g. runs/demo/models/xception.")
+    classifiers, class_names, shapes, sizes = {}, {}, {}, {}
     for path in checkpoints:
         apply_fn, params, meta = train.restore(path)
         name = os.path.basename(os.path.normpath(path))
         classifiers[name] = (apply_fn, params)
         class_names[name] = meta["class_names"]
         shapes[path] = meta["input_shape"]
+    for path in keras_models:
+        apply_fn, params, info = models.load_keras_model(path)
+        if info["num_classes"] != len(class_names_of_keras):
+            raise ValueError(f"{path} has {info['num_classes']} classes, but "
+                             f"{len(class_names_of_keras)} class names were given; pass "
+                             "--class-names with one name per output.")
+        name = os.path.splitext(os.path.basename(path))[0]
+        classifiers[name] = (apply_fn, params)
+        class_names[name] = list(class_names_of_keras)
+        sizes[path] = list(info["input_shape"][:2])
     ds, _, test_idx = load_split(config, log=log)
     shape = list(ds.images.shape[1:])
+    for path, want in sizes.items():  # a Keras backbone takes gray (repeated) or RGB
+        if want != shape[:2]:
+            raise ValueError(f"{path} takes {want[0]}x{want[1]} images, the config's are "
+                             f"{shape[0]}x{shape[1]}; set data.image_size to match.")
     for path, want in shapes.items():
         if want != shape:
             raise ValueError(f"checkpoint {path} takes images of shape {want}, the config's "
