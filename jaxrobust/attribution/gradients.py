@@ -130,17 +130,16 @@ def weighted_gradients(apply_fn: Callable, params, x, weights):
     return jax.vmap(lambda c: vjp(c)[0], in_axes=1, out_axes=1)(weights.astype(logits.dtype))
 
 
-def _target_grad(apply_fn, params, x, targets):
-    """d logit[target] / d x, one integer target per row of the batch `x`."""
-    onehot = jax.nn.one_hot(targets, jax.eval_shape(apply_fn, params, x).shape[-1])
-    return weighted_gradients(apply_fn, params, x, onehot[:, None])[:, 0]
-
-
 def target_gradients(apply_fn: Callable, params, x, targets):
     """Gradients of several target logits per image from one forward pass:
     `targets (N, T)` ints -> `(N, T, H, W, C)` (`weighted_gradients` of their one-hots)."""
     onehot = jax.nn.one_hot(targets, jax.eval_shape(apply_fn, params, x).shape[-1])
     return weighted_gradients(apply_fn, params, x, onehot)
+
+
+def _target_grad(apply_fn, params, x, targets):
+    """d logit[target] / d x, one integer target per row of the batch `x`."""
+    return target_gradients(apply_fn, params, x, targets[:, None])[:, 0]
 
 
 def saliency(apply_fn: Callable, params, images, targets, *, absolute: bool = True):

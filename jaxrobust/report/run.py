@@ -118,21 +118,25 @@ def run_footer(config) -> list:
 
 
 def saliency_figures(trained: dict, task, out_dir: str, *, per_class: int = 2,
-                     wrong_per_class: int = 1) -> list:
+                     wrong_per_class: int = 1, predictions: dict | None = None) -> list:
     """Saliency grids of test-task images, per model: per class `per_class` correctly
     and `wrong_per_class` wrongly classified examples, each captioned with its class,
     level, SSIM to its clean image and the prediction.
 
     As in the study's annex (figures 35-38): the gradient magnitude of the predicted
     class's logit (the logit, not the softmax, as the study swapped softmax for linear).
+    `predictions`: model -> its predicted classes on `task.images`, when already known.
     """
     from jaxrobust import attribution, report
 
     figures = []
     names = task.class_names
     for name, result in trained.items():
-        logits = jax.jit(result.apply_fn)(result.params, jnp.asarray(task.images))
-        pred = np.asarray(jnp.argmax(logits, -1))
+        if predictions is not None and name in predictions:
+            pred = np.asarray(predictions[name])
+        else:
+            logits = jax.jit(result.apply_fn)(result.params, jnp.asarray(task.images))
+            pred = np.asarray(jnp.argmax(logits, -1))
         picks = []
         for c in range(len(names)):
             right = np.nonzero((task.labels == c) & (pred == c))[0][:per_class]

@@ -176,6 +176,31 @@ def critical_ssim_table(summary: dict, *, fraction: float):
     return pd.DataFrame(rows), points
 
 
+def sweep_and_summarize(config, classifiers: dict, class_names: dict, images, labels,
+                        out_dir: str, *, log: Callable[[str], None] = print,
+                        progress: bool | None = None):
+    """`sweep.run` with the config's sweep settings (cells in `out_dir/sweep_cells`,
+    the job's "sweep" stream), then `summarize` and the protocol note.
+
+    Returns:
+        `(table, per_image, summary, intervals)`.
+    """
+    from jaxrobust import sweep
+
+    cfg = config.sweep
+    table, per_image = sweep.run(
+        _prng.stream(config.seed, "sweep"), classifiers, images, labels,
+        corruptions=tuple(config.task.corruptions), class_names=class_names,
+        batch_size=cfg.batch_size, target=cfg.target, protocol=cfg.protocol,
+        levels=cfg.levels, ssim_data_range=cfg.ssim_data_range, limit_ssim=cfg.limit_ssim,
+        cells_dir=os.path.join(out_dir, "sweep_cells"), devices=cfg.devices, log=log,
+        progress=progress)
+    summary, intervals = summarize(table, per_image, seed=config.seed, target=cfg.target,
+                                   fraction=cfg.critical_fraction)
+    summary["_protocol"] = protocol_note(config)
+    return table, per_image, summary, intervals
+
+
 def protocol_note(config) -> str:
     """One sentence naming the sweep's protocol, SSIM range and limit value."""
     sweep = config.sweep
@@ -265,18 +290,9 @@ def run(config, out_dir: str, *, log: Callable[[str], None] = print,
     classifiers = {n: (r.apply_fn, r.params) for n, r in trained.items()}
     class_names = {n: list(r.metadata["class_names"]) for n, r in trained.items()}
     log(f"sweep: {len(test_idx)} clean test images, protocol '{config.sweep.protocol}'")
-    table, per_image = sweep.run(
-        _prng.stream(config.seed, "sweep"), classifiers, ds.images[test_idx], ds.labels[test_idx],
-        corruptions=tuple(config.task.corruptions),
-        class_names=class_names, batch_size=config.sweep.batch_size,
-        target=config.sweep.target, protocol=config.sweep.protocol,
-        levels=config.sweep.levels, ssim_data_range=config.sweep.ssim_data_range,
-        limit_ssim=config.sweep.limit_ssim, cells_dir=os.path.join(out_dir, "sweep_cells"),
-        devices=config.sweep.devices, log=log, progress=progress)
-    summary, intervals = summarize(table, per_image, seed=config.seed,
-                                   target=config.sweep.target,
-                                   fraction=config.sweep.critical_fraction)
-    summary["_protocol"] = protocol_note(config)
+    table, per_image, summary, intervals = sweep_and_summarize(
+        config, classifiers, class_names, ds.images[test_idx], ds.labels[test_idx], out_dir,
+        log=log, progress=progress)
     log("attribution drift: saliency maps of corrupted vs clean test images")
     drift = drift_table(_prng.stream(config.seed, "drift"), classifiers, class_names,
                         ds.images[test_idx], table, progress=progress)
@@ -310,7 +326,8 @@ def run(config, out_dir: str, *, log: Callable[[str], None] = print,
              "the clean images' maps (Spearman rank correlation; 1 = same ranking), beside "
              "the accuracy"),
         ]
-        figures += report.saliency_figures(trained, task_test, tmp)
+        figures += report.saliency_figures(
+            trained, task_test, tmp, predictions={n: p for n, (_, p, _) in test_results.items()})
         history = [dict(model=n, **h) for n, r in trained.items() for h in r.history]
         import pandas as pd
 
@@ -373,7 +390,7 @@ def sweep_checkpoints(config, checkpoints, out_dir: str, *, keras_models=(),
         ValueError: no checkpoint, or one whose input shape differs from the config's.
     """
     from jaxrobust import config as config_lib
-    from jaxrobust import models, report, store, sweep, train
+    from jaxrobust import models, report, store, train
 
     if not checkpoints and not keras_models:
         raise ValueError("sweep needs --checkpoint MODEL_DIR or --keras-model FILE (one or "
@@ -406,23 +423,14 @@ def sweep_checkpoints(config, checkpoints, out_dir: str, *, keras_models=(),
             raise ValueError(f"checkpoint {path} takes images of shape {want}, the config's "
                              f"data are {shape}; set data.image_size / data.channels to match.")
     out_dir = output_folder(out_dir)
-    sweep_cfg = config.sweep
-    table, per_image = sweep.run(
-        _prng.stream(config.seed, "sweep"), classifiers, ds.images[test_idx], ds.labels[test_idx],
-        corruptions=tuple(config.task.corruptions),
-        class_names=class_names, batch_size=sweep_cfg.batch_size, target=sweep_cfg.target,
-        protocol=sweep_cfg.protocol, levels=sweep_cfg.levels,
-        ssim_data_range=sweep_cfg.ssim_data_range, limit_ssim=sweep_cfg.limit_ssim,
-        cells_dir=os.path.join(out_dir, "sweep_cells"), devices=sweep_cfg.devices, log=log,
-        progress=progress)
-    summary, intervals = summarize(table, per_image, seed=config.seed, target=sweep_cfg.target,
-                                   fraction=sweep_cfg.critical_fraction)
-    summary["_protocol"] = protocol_note(config)
+    table, per_image, summary, intervals = sweep_and_summarize(
+        config, classifiers, class_names, ds.images[test_idx], ds.labels[test_idx], out_dir,
+        log=log, progress=progress)
     with _io.publish(out_dir) as tmp:
         store.write_results(tmp, table, per_image)
         figures = report.sweep_figures(table, per_image, class_names, tmp,
                                        intervals=intervals,
-                                       fraction=sweep_cfg.critical_fraction)
+                                       fraction=config.sweep.critical_fraction)
         _io.write_json(os.path.join(tmp, "summary.json"), summary)
         report.write_report(
             os.path.join(tmp, "report.html"), title="jaxrobust: sweep of trained checkpoints",
