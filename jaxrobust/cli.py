@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     swp.add_argument("--checkpoint", action="append", metavar="MODEL_DIR",
                      help="a trained model folder (repeat for several)")
     swp.add_argument("--keras-model", action="append", metavar="FILE",
-                     help="a saved Keras classifier of the study's layout (.keras or "
+                     help="a saved Keras classifier (Sequential or functional; .keras or "
                      "full-model .h5; repeat for several), swept without training")
     swp.add_argument("--class-names", nargs="+", metavar="NAME",
                      help="the Keras models' classes in output order (default: the "

@@ -54,7 +54,7 @@ class ModelConfig:
     weights: str | None = None
     #: Keep the backbone as loaded (its batch norm in inference mode), train the head.
     freeze_backbone: bool = False
-    #: A saved Keras classifier of the study's layout (.keras or full-model .h5) used
+    #: A saved Keras classifier (Sequential or functional, .keras or full-model .h5) used
     #: as it is, without training (models.load_keras_model).
     keras_model: str | None = None
 

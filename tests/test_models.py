@@ -214,20 +214,130 @@ def test_saved_study_classifier_loads_and_predicts_as_keras(tmp_path, rng, name)
     for file in ("study.keras", "study.h5"):
         study.save(str(tmp_path / file))
         apply_fn, params, info = models.load_keras_model(str(tmp_path / file))
-        assert info == {"backbone": name, "input_shape": shape, "hidden": 16, "num_classes": 4,
-                        "activation": "softmax"}
+        assert info == {"name": study.name, "backbone": name, "input_shape": shape,
+                        "num_classes": 4, "activation": "softmax"}
         assert models.count_params(params) == study.count_params()
         got = np.asarray(jax.nn.softmax(jax.jit(apply_fn)(params, x), -1))
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
-    # other layouts are refused by name; a weights-only file is pointed elsewhere
-    other = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3),
-                              keras.layers.Flatten(), keras.layers.Dense(2)])
-    other.save(str(tmp_path / "other.keras"))
-    with pytest.raises(ValueError, match="unsupported layers Conv2D"):
-        models.load_keras_model(str(tmp_path / "other.keras"))
+    # a weights-only file is pointed elsewhere
     base.save_weights(str(tmp_path / "notop.weights.h5"))
     with pytest.raises(ValueError, match="cannot read|not a full-model"):
         models.load_keras_model(str(tmp_path / "notop.weights.h5"))
+
+
+def _functional_graph(rng):
+    """A functional classifier using every layer kind the loader knows, a frozen batch
+    norm, a shared layer, a merge and a nested Sequential, with random weights."""
+    L = keras.layers
+    inp = keras.Input((20, 18, 3))
+    x = L.Rescaling(1 / 127.5, offset=-1)(inp)
+    x = L.ZeroPadding2D(((1, 0), (2, 1)))(x)
+    x = L.Conv2D(6, 3, strides=2, padding="same", activation="relu")(x)
+    y = L.SeparableConv2D(6, 3, padding="same", depth_multiplier=2, use_bias=False)(x)
+    y = L.BatchNormalization(trainable=False)(y)
+    y = L.ReLU(max_value=4.0, negative_slope=0.1)(y)
+    x = L.Add()([x, y])
+    x = L.DepthwiseConv2D(3, padding="valid")(x)
+    shared = L.Conv2D(4, 1, groups=2)
+    a = L.AveragePooling2D(3, strides=2, padding="same")(shared(x))
+    b = L.MaxPooling2D(2, padding="same")(shared(L.Activation("tanh")(x)))
+    x = L.Concatenate()([a, b])
+    head = keras.Sequential([L.Flatten(), L.Dropout(0.5), L.Dense(7, activation="gelu")],
+                            name="head")
+    x = L.Concatenate()([head(x), L.GlobalAveragePooling2D()(x), L.GlobalMaxPooling2D()(x)])
+    x = L.Reshape((1, -1))(x)
+    x = L.Flatten()(L.BatchNormalization()(x))
+    out = L.Activation("softmax")(L.Dense(5)(x))
+    model = keras.Model(inp, out, name="graph")
+    for layer in [*model.layers, *head.layers]:
+        weights = layer.get_weights()
+        if weights and not isinstance(layer, keras.Sequential):
+            layer.set_weights([(rng.uniform(0.5, 1.5, w.shape) if "variance" in v.path
+                                else w + rng.normal(0, 0.2, w.shape)).astype(np.float32)
+                               for w, v in zip(weights, layer.weights, strict=True)])
+    return model
+
+
+def test_functional_graph_loads_and_predicts_as_keras(tmp_path, rng):
+    model = _functional_graph(rng)
+    x = (255 * rng.random((3, 20, 18, 3))).astype(np.float32)
+    with jax.numpy_rank_promotion("allow"):
+        want = np.asarray(model.predict(x, verbose=0))
+    for file in ("graph.keras", "graph.h5"):
+        model.save(str(tmp_path / file))
+        apply_fn, params, info = models.load_keras_model(str(tmp_path / file))
+        assert info == {"name": "graph", "backbone": "head", "input_shape": (20, 18, 3),
+                        "num_classes": 5, "activation": "softmax"}, file
+        assert models.count_params(params) == model.count_params()
+        got = np.asarray(jax.nn.softmax(jax.jit(apply_fn)(params, x), -1))
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5, err_msg=file)
+    # the same file as Keras 2 (tf.keras) wrote it: nodes as [layer, node, tensor, kwargs]
+    # lists, `batch_input_shape`, `Model` class names, `:0` weight names
+    import json
+
+    import h5py
+
+    def keras2(layer):
+        cfg = layer["config"]
+        if "batch_shape" in cfg:
+            cfg["batch_input_shape"] = cfg.pop("batch_shape")
+        if layer["class_name"] == "Functional":
+            layer["class_name"] = "Model"
+        for sub in cfg.get("layers", []):
+            keras2(sub)
+            sub["inbound_nodes"] = [[[*t["config"]["keras_history"], {}] for t in
+                                     (n["args"][0] if isinstance(n["args"][0], list)
+                                      else n["args"])] for n in sub.get("inbound_nodes", [])]
+        return layer
+
+    with h5py.File(tmp_path / "graph.h5", "r+") as f:
+        f.attrs["model_config"] = json.dumps(keras2(json.loads(f.attrs["model_config"])))
+        for group in f["model_weights"].values():
+            names = [n.decode() if isinstance(n, bytes) else n
+                     for n in group.attrs.get("weight_names", [])]
+            for n in names:
+                group.move(n, n + ":0")
+            group.attrs["weight_names"] = [(n + ":0").encode() for n in names]
+    apply_fn, params, _ = models.load_keras_model(str(tmp_path / "graph.h5"))
+    got = np.asarray(jax.nn.softmax(jax.jit(apply_fn)(params, x), -1))
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+    # a linear output is returned as it is
+    linear = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Conv2D(2, 3),
+                               keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
+    linear.save(str(tmp_path / "linear.keras"))
+    apply_fn, params, info = models.load_keras_model(str(tmp_path / "linear.keras"))
+    assert info["activation"] == "linear" and info["input_shape"] == (6, 6, 1)
+    x = rng.random((2, 6, 6, 1), dtype=np.float32)
+    with jax.numpy_rank_promotion("allow"):
+        np.testing.assert_allclose(apply_fn(params, x), linear.predict(x, verbose=0),
+                                   atol=1e-5)
+
+
+def test_unsupported_keras_models_are_refused_by_name(tmp_path):
+    other = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(2, 3),
+                              keras.layers.UpSampling2D(), keras.layers.LayerNormalization(),
+                              keras.layers.Flatten(), keras.layers.Dense(2)])
+    other.save(str(tmp_path / "other.keras"))
+    with pytest.raises(ValueError, match="unsupported layers LayerNormalization, UpSampling2D"):
+        models.load_keras_model(str(tmp_path / "other.keras"))
+    two = keras.Input((4, 4, 3)), keras.Input((4, 4, 3))
+    pair = keras.Model(two, keras.layers.Dense(2)(keras.layers.Flatten()(
+        keras.layers.Add()(list(two)))))
+    pair.save(str(tmp_path / "pair.keras"))
+    with pytest.raises(ValueError, match="2 inputs and 1 outputs"):
+        models.load_keras_model(str(tmp_path / "pair.keras"))
+    # a file whose weights do not fit its config (a Dense of other width)
+    import h5py
+    small = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="out")])
+    small.save(str(tmp_path / "small.h5"))
+    with h5py.File(tmp_path / "small.h5", "r+") as f:
+        group = f["model_weights"]["out"]
+        name = [n.decode() if isinstance(n, bytes) else n
+                for n in group.attrs["weight_names"]][0]
+        del group[name]
+        group[name] = np.zeros((4, 5), np.float32)
+    with pytest.raises(ValueError, match=r"'out' \(Dense\): kernel has shape \(4, 5\)"):
+        models.load_keras_model(str(tmp_path / "small.h5"))
 
 
 def test_sweep_cli_runs_a_saved_keras_model(tmp_path, rng):

@@ -76,8 +76,8 @@ def train_models(config, out_dir: str, *, task_train, task_test,
                  log: Callable[[str], None] = print, progress: bool | None = None) -> dict:
     """Trains (or resumes) every configured model in `out_dir/models/<name>`.
 
-    A model given as `keras_model: FILE` (a saved Keras classifier of the study's
-    layout) is loaded instead of trained: its outputs are taken as the task's classes,
+    A model given as `keras_model: FILE` (a saved Keras classifier, such as the
+    study's) is loaded instead of trained: its outputs are taken as the task's classes,
     in the task's order (the study's: original, scale_up, median_blur, gaussian_noise).
 
     Returns:
@@ -374,7 +374,7 @@ def sweep_checkpoints(config, checkpoints, out_dir: str, *, keras_models=(),
                       log: Callable[[str], None] = print, progress: bool | None = None):
     """`jaxrobust sweep`: trained checkpoints swept over the config's test images.
 
-    `keras_models` are saved Keras classifiers of the study's layout (`.keras` or
+    `keras_models` are saved Keras classifiers (Sequential or functional, `.keras` or
     full-model `.h5`, read by `models.load_keras_model`, no training), whose outputs
     are `class_names_of_keras` (default: the study's four classes, in its order); they
     see the images as given, in [0, 1], as the study fed them.
