@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 
 import jax
 import numpy as np
@@ -29,19 +30,27 @@ def _digest(*arrays) -> str:
     return h.hexdigest()[:16]
 
 
-def fingerprint(key, classifiers, images, labels, names, schedule, target, class_names,
-                ssim_data_range: float = 1.0) -> dict:
-    """Short hashes of everything a sweep's results depend on, by component."""
+#: The cell layout; a folder written with another one is refused, not misread.
+FORMAT = 2
+
+
+def fingerprint(key, classifiers, data: str, names, schedule, target, class_names,
+                ssim_data_range: float = 1.0, *, limit_ssim: float | None = None,
+                top_k=(1,), keep_probs: bool = False) -> dict:
+    """Short hashes of everything a sweep's results depend on, by component; `data` is
+    the source's digest (`data.stream.source_digest`: images and labels)."""
     return {
+        "format": FORMAT,
         "ssim_data_range": float(ssim_data_range),
-        "images": _digest(images),
-        "labels": _digest(np.zeros(0) if labels is None else labels),
+        "images": data,
         "models": {m: _digest(*jax.tree.leaves(classifiers[m][1])) for m in classifiers},
         "class_names": {m: list((class_names or {}).get(m) or []) for m in classifiers},
         "corruptions": list(names),
         "levels": {n: _digest(schedule[n]) for n in names},
         "key": _digest(jax.random.key_data(key)),
         "target": target,
+        "limit_ssim": limit_ssim,
+        "records": {"top_k": [int(k) for k in top_k], "keep_probs": bool(keep_probs)},
     }
 
 
@@ -49,8 +58,13 @@ class SweepStore:
     """Finished sweep cells on disk: one `.npz` per (corruption, chunk), atomic writes.
 
     `root/sweep.json` holds the fingerprint (`fingerprint`) and the chunk size used per
-    corruption; `root/<corruption>/<first image>.npz` holds a cell's SSIMs `(B, L)` and
-    every model's probabilities `(B, L, K)`.
+    corruption; `root/<corruption>/<first image>.npz` holds a cell's records: `ssim
+    (B, L)`, per model `m` its `m/<field> (B, L)` (`engine`'s records), and in the
+    first corruption's cells the clean predictions `clean/<m> (B,)` and `labels`.
+
+    Several processes may share one store (a shared file system): each writes only
+    its own cells; process 0 alone writes `sweep.json` and removes leftovers of
+    cut-off writes (at start, when it is the only process).
 
     Raises:
         ValueError: `root` holds a sweep whose fingerprint differs (naming what).
@@ -59,13 +73,12 @@ class SweepStore:
 
     def __init__(self, root: str, record: dict):
         self.root = root
+        self.writer = jax.process_index() == 0
         os.makedirs(root, exist_ok=True)
         if not os.access(root, os.W_OK):
             raise PermissionError(f"sweep folder {root} is not writable; pass another --out.")
-        path = os.path.join(root, "sweep.json")
-        if os.path.exists(path):
-            with open(path) as f:
-                old = json.load(f)
+        old = self._read_json()
+        if old is not None:
             changed = [k for k in record if k != "batch_sizes" and old.get(k) != record[k]]
             if changed:
                 raise ValueError(
@@ -75,10 +88,18 @@ class SweepStore:
         else:
             self.batch_sizes = {}
         self.record = record
-        for d, _, files in os.walk(root):  # leftovers of a write that was cut off
-            for f in files:
-                if ".tmp" in f:
-                    os.remove(os.path.join(d, f))
+        if jax.process_count() == 1:
+            for d, _, files in os.walk(root):  # leftovers of a write that was cut off
+                for f in files:
+                    if ".tmp" in f:
+                        os.remove(os.path.join(d, f))
+
+    def _read_json(self):
+        path = os.path.join(self.root, "sweep.json")
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            return json.load(f)
 
     def fix_batch_size(self, name: str, batch_size: int | None) -> int | None:
         """The chunk size used for `name` before (a rerun keeps it), else `batch_size`."""
@@ -89,9 +110,25 @@ class SweepStore:
                              "--out.")
         return before if before is not None else batch_size
 
+    def wait_batch_size(self, name: str, timeout: float) -> int:
+        """The chunk size process 0 chose for `name` (several processes), once it has
+        written it to `sweep.json`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            size = (self._read_json() or {}).get("batch_sizes", {}).get(name)
+            if size is not None:
+                self.batch_sizes[name] = size
+                return int(size)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"process 0 has not chosen the chunk size for {name} in "
+                                   f"{self.root} after {timeout:g} s; is it running with the "
+                                   "same --out? (or pass --batch-size to every process)")
+            time.sleep(0.2)
+
     def remember(self, name: str, batch_size: int) -> None:
         self.batch_sizes[name] = batch_size
-        self._write_json("sweep.json", {**self.record, "batch_sizes": self.batch_sizes})
+        if self.writer:
+            self._write_json("sweep.json", {**self.record, "batch_sizes": self.batch_sizes})
 
     def _write_json(self, name, obj):
         _io.write_json(os.path.join(self.root, name), obj)
@@ -99,22 +136,51 @@ class SweepStore:
     def _path(self, name, start):
         return os.path.join(self.root, name, f"{start:08d}.npz")
 
-    def load(self, name: str, start: int, size: int):
+    def load(self, name: str, start: int, size: int) -> dict | None:
+        """The cell of `name` starting at image `start`, if it is whole, else None."""
         path = self._path(name, start)
         if not os.path.exists(path):
             return None
         try:
             with np.load(path) as z:
-                scores = z["scores"]
-                probs = [z[f"probs_{i}"] for i in range(len(z.files) - 1)]
+                cell = {k: z[k] for k in z.files}
         except Exception:  # noqa: BLE001 - an unreadable cell is recomputed
             return None
-        return (scores, probs) if len(scores) == size else None
+        return cell if len(cell.get("ssim", ())) == size else None
 
-    def save(self, name: str, start: int, scores, probs) -> None:
+    def save(self, name: str, start: int, cell: dict) -> None:
         path = self._path(name, start)
         with _io.atomic_path(path) as tmp:
-            np.savez(tmp, scores=scores, **{f"probs_{i}": p for i, p in enumerate(probs)})
+            np.savez(tmp, **cell)
+
+    def wait_cells(self, name: str, cells, owners, done: dict, *, timeout: float,
+                   log=print) -> dict:
+        """`done` completed with every cell of `cells` (`(start, end)`), loaded as the
+        processes that own them (`owners`) write them; an error naming the missing
+        cells' processes after `timeout` seconds without a new one."""
+        done = dict(done)
+        last = time.monotonic()
+        waiting = False
+        while True:
+            missing = [(j, g, e) for j, (g, e) in enumerate(cells) if g not in done]
+            for _, g, e in missing:
+                cell = self.load(name, g, e - g)
+                if cell is not None:
+                    done[g] = cell
+                    last = time.monotonic()
+            missing = [(j, g) for j, g, _ in missing if g not in done]
+            if not missing:
+                return done
+            if not waiting:
+                log(f"  sweep {name}: waiting for {len(missing)} cells of processes "
+                    f"{sorted({owners[j] for j, _ in missing})}")
+                waiting = True
+            if time.monotonic() - last > timeout:
+                raise TimeoutError(
+                    f"{self.root}: no new {name} cell for {timeout:g} s; processes "
+                    f"{sorted({owners[j] for j, _ in missing})} have {len(missing)} cells to "
+                    "write. Rerun their command (it resumes), then this one.")
+            time.sleep(0.2)
 
 
 def write_results(out_dir: str, table, per_image: dict) -> None:

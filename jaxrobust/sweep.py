@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import jax
@@ -29,6 +30,7 @@ import numpy as np
 
 from jaxrobust import _prng, _progress
 from jaxrobust import corruptions as registry
+from jaxrobust.data import stream
 from jaxrobust.metrics import ssim_compare, ssim_reference
 from jaxrobust.sharding import available_bytes, local_mesh, pad_leading, shard_batch
 from jaxrobust.store import SweepStore, fingerprint
@@ -37,71 +39,121 @@ TARGETS = ("corruption_type", "labels")
 _COMPILED: set = set()  # (program, shapes) already run in this process
 
 
-def _check(classifiers, images, labels, corruptions, levels, target, protocol):
+def _check(classifiers, corruptions, target, protocol):
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}.")
     if protocol not in registry.PROTOCOLS:
         raise ValueError(f"protocol must be one of {registry.PROTOCOLS}, got {protocol!r}.")
-    images = np.asarray(images)
-    if images.ndim != 4 or images.dtype.kind != "f":
-        raise ValueError(f"images must be float (N, H, W, C) in [0, 1], got {images.dtype} "
-                         f"{images.shape}.")
-    if labels is not None and len(labels) != len(images):
-        raise ValueError(f"{len(images)} images but {len(labels)} labels; pass one label "
-                         "per image.")
-    if target == "labels" and labels is None:
-        raise ValueError("target='labels' needs the images' labels.")
     if not classifiers:
         raise ValueError("no classifiers to sweep.")
-    names = [registry.get(c).name for c in corruptions]
+    return [registry.get(c).name for c in corruptions]
+
+
+def _schedule(names, levels, shape, protocol):
     schedule = {}
     for name in names:
         lv = np.asarray(levels[name] if levels and name in levels else
-                        registry.seed_levels(name, image_size=images.shape[1],
-                                             protocol=protocol), np.float64)
+                        registry.seed_levels(name, image_size=shape[0], protocol=protocol),
+                        np.float64)
         low = registry.get(name).min_level
-        top = registry.get(name).max_level(images.shape[1], images.shape[2])
+        top = registry.get(name).max_level(shape[0], shape[1])
         if lv.ndim != 1 or len(lv) == 0 or lv.min() < low or lv.max() > top:
             raise ValueError(f"levels for {name} must be a non-empty list in [{low:g}, {top:g}] "
                              f"({registry.get(name).level_meaning}); got {lv.tolist()[:5]}...")
         schedule[name] = lv
-    return images, names, schedule
+    return schedule
 
 
-def auto_batch_size(program, params, images, levels, *, devices: int, fraction: float = 0.25,
-                    budget_bytes: float | None = None, largest: int = 512) -> int:
+def as_source(images, labels=None):
+    """`images` as a data source (`jaxrobust.data.stream`): arrays (a `numpy.memmap`
+    too) are wrapped in an `ArraySource`; an object with `len()` and
+    `__getitem__(indices) -> (images, labels)` is taken as it is (then `labels` must be
+    None: the source returns them)."""
+    if isinstance(images, np.ndarray | jax.Array | list | tuple):
+        return stream.ArraySource(images, labels)
+    if not (hasattr(images, "__len__") and hasattr(images, "__getitem__")):
+        raise ValueError(f"images must be an (N, H, W, C) array or a data source with len() "
+                         f"and __getitem__(indices) -> (images, labels), got "
+                         f"{type(images).__name__}.")
+    if labels is not None:
+        raise ValueError("a data source returns its own labels; pass labels=None.")
+    return images
+
+
+def auto_batch_size(program, consts, sample, expected, levels, *, devices: int, n: int,
+                    fraction: float = 0.25, budget_bytes: float | None = None,
+                    largest: int = 512) -> int:
     """Images per chunk so that one chunk's program fits `fraction` of free memory.
 
-    Compiles the chunk program for a probe chunk of `8 x devices` images, reads XLA's
-    own memory analysis (temporaries, arguments, outputs) and scales it linearly.
+    Compiles the chunk program for a probe chunk of `8 x devices` images (`sample`, its
+    rows repeated as needed, `expected` likewise), reads XLA's own memory analysis
+    (temporaries, arguments, outputs) and scales it linearly; at most `n` (the images).
     """
     probe = 8 * devices
     idx = np.arange(probe, dtype=np.int32)
-    sample = np.resize(images[:probe], (probe,) + images.shape[1:])
-    stats = program.lower(params, idx, sample, levels).compile().memory_analysis()
+    sample = np.resize(sample, (probe,) + sample.shape[1:])
+    expected = np.resize(expected, (probe,) + expected.shape[1:])
+    stats = program.lower(consts, idx, sample, expected, levels).compile().memory_analysis()
     used = 0.0 if stats is None else float(stats.temp_size_in_bytes
                                            + stats.argument_size_in_bytes
                                            + stats.output_size_in_bytes)
     budget = fraction * available_bytes() if budget_bytes is None else budget_bytes
     per_image = max(used / probe, 1.0)
     size = int(budget // per_image) // devices * devices
-    return int(min(max(size, devices), largest, max(len(images), 1)))
+    return int(min(max(size, devices), largest, max(n, 1)))
+
+
+def _as_float(images):
+    """uint8 images (0-255) as float32 in [0, 1], on device; float ones as float32.
+
+    uint8 goes through a 256-entry table of `float32(k / 255)`, so the values equal
+    the host's `(k / 255).astype(float32)` bit for bit (XLA may turn a division by a
+    constant into a multiplication, one ulp off)."""
+    if images.dtype == jnp.uint8:
+        return jnp.asarray(np.arange(256) / 255.0, jnp.float32)[images]
+    return images.astype(jnp.float32)
+
+
+def _records(logits, expected, top_k: tuple[int, ...], keep_probs: bool) -> dict:
+    """One model's record per image at one level, from its logits `(B, K)` and the
+    expected classes `(B,)`: prediction, correctness, top-k correctness (the true
+    class's rank < k), the true class's and the top probability, cross-entropy loss,
+    and the probabilities when `keep_probs`."""
+    logp = jax.nn.log_softmax(logits, -1)
+    true = jnp.take_along_axis(logp, expected[:, None], -1)[:, 0]
+    pred = jnp.argmax(logits, -1).astype(jnp.int32)
+    out = {"pred": pred, "correct": pred == expected, "true_prob": jnp.exp(true),
+           "confidence": jnp.exp(jnp.max(logp, -1)), "loss": -true}
+    if any(k > 1 for k in top_k):
+        rank = jnp.sum(logits > jnp.take_along_axis(logits, expected[:, None], -1), -1)
+        out.update({f"top{k}": rank < k for k in top_k if k > 1})
+    if keep_probs:
+        out["probs"] = jnp.exp(logp)
+    return out
 
 
 @functools.lru_cache(maxsize=64)
-def _chunk_program(kernel: Callable, fns: tuple[Callable, ...], mesh, data_range: float = 1.0):
-    """The compiled sweep of one corruption: `((params, key), idx (B,), clean (B, H, W, C),
-    levels (L, ...)) -> (ssim (B, L), probs per model (B, L, K))`, `params` a tuple with
-    one entry per model and `key` the corruption's base key; `levels` as
-    `corruptions.kernel_levels` encodes them; SSIM with range `data_range`.
+def _chunk_program(kernel: Callable, fns: tuple[Callable, ...], mesh, data_range: float = 1.0,
+                   top_k: tuple[int, ...] = (1,), keep_probs: bool = False,
+                   with_clean: bool = False):
+    """The compiled sweep of one corruption: `((params, key, original (M,), limit),
+    idx (B,), clean (B, H, W, C) uint8 or float, expected (B, M), levels (L, ...)) ->
+    (ssim (B, L), records per model ({field: (B, L)}), [clean predictions (B, M)])`.
 
-    Built once per (kernel, models, mesh) and kept, so that a second sweep with the
-    same kernel, models and chunk shape (other images, another key, a benchmark's
-    second run) reuses the compiled program instead of compiling it again.
+    `params` has one entry per model, `key` is the corruption's base key; `levels` as
+    `corruptions.kernel_levels` encodes them; SSIM with range `data_range`. An image
+    whose SSIM is above `limit` is expected to be `original[m]` (the study's limit
+    value; `inf` for none). Everything is reduced on device: no probability vector
+    leaves it unless `keep_probs`. `with_clean` adds the clean images' predictions.
+
+    Built once per (kernel, models, mesh, options) and kept, so that a second sweep
+    with the same kernel, models and chunk shape (other images, another key, a
+    benchmark's second run) reuses the compiled program instead of compiling it again.
     """
 
-    def chunk(consts, idx, clean, levels):
-        params, base = consts
+    def chunk(consts, idx, clean, expected, levels):
+        params, base, original, limit = consts
+        clean = _as_float(clean)
         reference = jax.vmap(ssim_reference)(clean)  # the clean images' half of SSIM, once
 
         def one_level(step_level):
@@ -110,15 +162,23 @@ def _chunk_program(kernel: Callable, fns: tuple[Callable, ...], mesh, data_range
             bad = jax.vmap(kernel, in_axes=(0, 0, None))(keys, clean, level)
             scores = jax.vmap(lambda r, b: ssim_compare(r, b, data_range=data_range))(
                 reference, bad)
-            probs = tuple(jax.nn.softmax(f(p, bad), -1) for f, p in zip(fns, params, strict=True))
-            return scores, probs
+            records = tuple(
+                _records(f(p, bad), jnp.where(scores > limit, original[m], expected[:, m]),
+                         top_k, keep_probs)
+                for m, (f, p) in enumerate(zip(fns, params, strict=True)))
+            return scores, records
 
         steps = jnp.arange(levels.shape[0])
-        scores, probs = jax.lax.map(one_level, (steps, levels))
-        # batch axis first for the device split: (B, L), (B, L, K)
-        return jnp.swapaxes(scores, 0, 1), tuple(jnp.swapaxes(p, 0, 1) for p in probs)
+        scores, records = jax.lax.map(one_level, (steps, levels))
+        # batch axis first for the device split: (B, L), (B, L[, K])
+        out = (jnp.swapaxes(scores, 0, 1), jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1),
+                                                        records))
+        if with_clean:
+            out += (jnp.stack([jnp.argmax(f(p, clean), -1).astype(jnp.int32)
+                               for f, p in zip(fns, params, strict=True)], -1),)
+        return out
 
-    return shard_batch(chunk, in_axes=(None, 0, 0, None), mesh=mesh)
+    return shard_batch(chunk, in_axes=(None, 0, 0, 0, None), mesh=mesh)
 
 
 @functools.lru_cache(maxsize=16)
@@ -138,101 +198,201 @@ def clean_predictions(fn: Callable, params, images, *, batch: int = 64) -> np.nd
 
 
 class SweepArrays(NamedTuple):
-    """What `engine` computed, per corruption name: `ssim (L, N)`, `probs` (one
-    `(L, N, K)` array per model, in the classifiers' order) and the images per chunk and
-    device it used."""
+    """What `engine` computed, per corruption name: `ssim (L, N)`; `records`, one dict
+    per model (in the classifiers' order) of `(L, N)` arrays (`pred`, `correct`,
+    `top<k>`, `true_prob`, `confidence`, `loss`; `probs (L, N, K)` when kept); the
+    clean images' predictions `(N,)` per model; the source's labels `(N,)` (or None);
+    and the images per chunk and device used."""
 
     ssim: dict
-    probs: dict
+    records: dict
+    clean: tuple
+    labels: np.ndarray | None
     batch_sizes: dict
 
 
-def engine(key: jax.Array, classifiers: Mapping[str, tuple[Callable, object]], images,
-           schedule: Mapping, *, batch_size: int | None = None, ssim_data_range: float = 1.0,
+def _cells(n: int, size: int) -> list[tuple[int, int]]:
+    return [(g, min(n, g + size)) for g in range(0, n, size)]
+
+
+def _pad(a: np.ndarray, size: int) -> np.ndarray:
+    """`a` with its last row repeated up to `size` rows (what a short chunk computes)."""
+    return a if len(a) == size else np.concatenate([a, np.repeat(a[-1:], size - len(a), 0)])
+
+
+def engine(key: jax.Array, classifiers: Mapping[str, tuple[Callable, object]], source,
+           schedule: Mapping, expected: Mapping[str, tuple[int | None, ...]], *,
+           original: tuple[int, ...] | None = None, limit_ssim: float | None = None,
+           top_k: tuple[int, ...] = (1,), keep_probs: bool = False,
+           batch_size: int | None = None, ssim_data_range: float = 1.0,
            store: SweepStore | None = None, devices: int | None = None,
+           num_classes: int | None = None, wait_timeout: float = 3600.0,
            log: Callable[[str], None] = print, progress: bool | None = None) -> SweepArrays:
-    """Corrupts every image at every level of every corruption, scores SSIM, predicts.
+    """Corrupts every image at every level of every corruption, scores SSIM, predicts,
+    and reduces each (image, level) to a record on device.
 
     Args:
         classifiers: name -> `(apply_fn, params)`, `apply_fn(params, (B, H, W, C)) ->
             logits (B, K)`.
-        images: clean `(N, H, W, C)` float images in [0, 1] (NumPy; chunks are copied
-            to the devices as they run).
+        source: a data source (`as_source`): chunks are read as they are computed,
+            the next one on a host thread while the current one runs, and checked
+            (`data.stream.check_chunk`); uint8 images are converted on device.
         schedule: corruption name -> 1-D float64 levels (checked by the caller).
+        expected: corruption name -> per model, its expected class, or None for the
+            image's label.
+        original: per model, the class an image above `limit_ssim` is expected to be.
         key: PRNG key; corruption `c` (its position in `schedule`) of image `i` at step
             `s` draws with `fold_in(fold_in(fold_in(key, c), i), s)`.
+        top_k: the k of the top-k records (k = 1 is `correct`).
+        keep_probs: keep every probability vector (`records[...]["probs"]`; memory
+            and files grow with K).
         batch_size: images per device in a chunk, or None to pick it from the free
             memory (`auto_batch_size`); a `store` that has a size for a corruption
             keeps it.
         ssim_data_range: SSIM's `data_range`.
-        store: where finished cells are saved and loaded (resume), or None.
+        store: where finished cells are saved and loaded (resume), or None. Needed
+            when several processes sweep (`jax.process_count() > 1`).
         devices: split chunks over the first `devices` local devices (default all).
+        num_classes: labels must lie in `[0, num_classes)`.
+        wait_timeout: with several processes, seconds to wait for another process's
+            next cell before giving up with an error naming the missing cells.
         log, progress: one line per corruption; a bar per corruption.
+
+    Several processes (after `jax.distributed.initialize`): the cells (`batch_size`
+    consecutive images) are split into one contiguous block per process; each process
+    reads and computes only its block on its own devices (no collectives), writes
+    its cells to `store`, then waits for the others' cells and assembles the same
+    result as one process would, bit for bit.
 
     Returns:
         A `SweepArrays`.
     """
     mesh = local_mesh(devices)
     ndev = mesh.devices.size
+    nproc, proc = jax.process_count(), jax.process_index()
+    if nproc > 1 and store is None:
+        raise ValueError("a sweep over several processes needs cells_dir (a folder every "
+                         "process can write, e.g. --out on a shared file system).")
     fns = tuple(fn for fn, _ in classifiers.values())
     params = tuple(p for _, p in classifiers.values())
-    n = len(images)
-    out = SweepArrays({}, {}, {})
+    n = len(source)
+    original = jnp.asarray(original if original is not None else (-1,) * len(fns), jnp.int32)
+    limit = jnp.float32(np.inf if limit_ssim is None else limit_ssim)
+    fmt = {"like": None, "labelled": any(e is None for ex in expected.values() for e in ex)}
+
+    def read(idx):
+        images, labels = source[idx]
+        images, labels = stream.check_chunk(images, labels, idx, like=fmt["like"],
+                                            num_classes=num_classes,
+                                            labelled=fmt["labelled"] or None)
+        fmt["like"] = (images.shape[1:], images.dtype)
+        return images, labels
+
+    def expect(name, labels, size):  # (size, models) expected classes
+        return np.stack([labels if e is None else np.full(size, e, np.int32)
+                         for e in expected[name]], -1)
+
+    sample = None  # the memory probe's images, read when a chunk size is to be chosen
+    out = SweepArrays({}, {}, (), None, {})
+    pool = ThreadPoolExecutor(1)
     for c_index, name in enumerate(schedule):
+        first = c_index == 0
         lv = jnp.asarray(registry.kernel_levels(name, schedule[name]))
-        base = jax.random.fold_in(key, c_index)
-        program = _chunk_program(registry.get(name).apply, fns, mesh, float(ssim_data_range))
+        consts = (params, jax.random.fold_in(key, c_index), original, limit)
+        program = _chunk_program(registry.get(name).apply, fns, mesh, float(ssim_data_range),
+                                 tuple(top_k), keep_probs, first)
         start = time.perf_counter()
         # A chunk larger than the data would only compute padding copies.
         per_device = -(-n // ndev)
         size = None if batch_size is None else min(batch_size, per_device)
         size = size if store is None else store.fix_batch_size(name, size)
+        if size is None and proc > 0:  # process 0 chooses; the others take its size
+            size = store.wait_batch_size(name, wait_timeout)
         if size is None:
-            size = min(auto_batch_size(program, (params, base), images, lv, devices=ndev)
-                       // ndev, per_device)
+            sample = sample or read(np.arange(min(n, 8 * ndev)))
+            size = min(auto_batch_size(program, consts, sample[0], expect(name, sample[1],
+                                                                           len(sample[0])),
+                                       lv, devices=ndev, n=n) // ndev, per_device)
             log(f"  sweep {name}: {size} images per chunk and device (from the free memory)")
         if store is not None:
             store.remember(name, size)
         out.batch_sizes[name] = size
-        # Every device always gets `size` consecutive images (the last chunk is padded),
-        # so each image meets the same computation whatever the device count.
-        step = size * ndev
-        scores, probs, resumed = [], [], 0
-        bar = _progress.bar(total=n * len(lv), desc=f"sweep {name}", unit="img-lvl",
-                            unit_scale=True, progress=progress)
-        for s in range(0, n, step):
-            groups = [(g, min(n, g + size)) for g in range(s, min(n, s + step), size)]
-            cells = [None if store is None else store.load(name, g, e - g) for g, e in groups]
-            if any(c is None for c in cells):
-                idx = np.minimum(np.arange(s, s + step, dtype=np.int32), n - 1)
-                signature = (program, idx.shape, images.shape[1:], lv.shape)
-                if signature not in _COMPILED:
-                    _progress.write(f"  compiling the {name} sweep program (once per "
-                                    "process and chunk shape) ...", progress=progress)
-                    _COMPILED.add(signature)
-                sc, pr = program((params, base), idx, images[idx], lv)
-                sc, pr = np.asarray(sc), [np.asarray(p) for p in pr]
-                for j, ((g, e), c) in enumerate(zip(groups, cells, strict=True)):
-                    if c is None:
-                        part = slice(g - s, e - s)
-                        cells[j] = sc[part], [p[part] for p in pr]
-                        if store is not None:
-                            store.save(name, g, *cells[j])
+        cells = _cells(n, size)
+        owners = [j * nproc // len(cells) for j in range(len(cells))]
+        mine = [c for c, o in zip(cells, owners, strict=True) if o == proc]
+        done = {}
+        todo = []
+        for g, e in mine:
+            cell = None if store is None else store.load(name, g, e - g)
+            if cell is None:
+                todo.append((g, e))
             else:
-                resumed += len(cells)
-            scores += [c[0] for c in cells]
-            probs += [c[1] for c in cells]
-            if resumed:
-                bar.set_postfix(resumed=f"{resumed} chunks", refresh=False)
-            bar.update((min(n, s + step) - s) * len(lv))
+                done[g] = cell
+        # Every device always gets `size` consecutive images (a short last cell is
+        # padded), so each image meets the same computation whatever the device or
+        # process count.
+        batches = [todo[i:i + ndev] for i in range(0, len(todo), ndev)]
+        bar = _progress.bar(total=sum(e - g for g, e in mine) * len(lv), desc=f"sweep {name}",
+                            unit="img-lvl", unit_scale=True, progress=progress)
+        if done:
+            bar.set_postfix(resumed=f"{len(done)} chunks", refresh=False)
+            bar.update(sum(e - g for g, e in mine if g in done) * len(lv))
+
+        def fetch(batch):
+            return read(np.concatenate([np.arange(g, e) for g, e in batch]))
+
+        pending = pool.submit(fetch, batches[0]) if batches else None
+        for b, batch in enumerate(batches):
+            images, labels = pending.result()
+            if b + 1 < len(batches):
+                pending = pool.submit(fetch, batches[b + 1])
+            idx = np.concatenate([np.arange(g, e) for g, e in batch])
+            exp = expect(name, labels, len(idx))
+            bounds = np.cumsum([0] + [e - g for g, e in batch])
+            # each cell padded to `size` rows, then the batch to `ndev` cells
+            rows = np.concatenate([np.minimum(np.arange(size), e - g - 1) + bounds[j]
+                                   for j, (g, e) in enumerate(batch)])
+            rows = _pad(rows, size * ndev)
+            signature = (program, rows.shape, images.shape[1:], images.dtype, lv.shape)
+            if signature not in _COMPILED:
+                _progress.write(f"  compiling the {name} sweep program (once per "
+                                "process and chunk shape) ...", progress=progress)
+                _COMPILED.add(signature)
+            res = program(consts, idx[rows].astype(np.int32), images[rows], exp[rows], lv)
+            res = jax.tree.map(np.asarray, res)
+            for j, (g, e) in enumerate(batch):
+                part = slice(j * size, j * size + e - g)
+                cell = {"ssim": res[0][part]}
+                for m, rec in enumerate(res[1]):
+                    cell.update({f"{m}/{k}": v[part] for k, v in rec.items()})
+                if first:
+                    cell.update({f"clean/{m}": res[2][part][:, m] for m in range(len(fns))})
+                    if labels is not None:
+                        cell["labels"] = labels[bounds[j]:bounds[j + 1]]
+                done[g] = cell
+                if store is not None:
+                    store.save(name, g, cell)
+            bar.update((bounds[-1]) * len(lv))
         bar.close()
-        if resumed:
-            log(f"  sweep {name}: {resumed} chunks resumed")
-        out.ssim[name] = np.concatenate(scores).T  # (L, N)
-        out.probs[name] = tuple(np.concatenate([p[m] for p in probs]).transpose(1, 0, 2)
-                                for m in range(len(fns)))  # (L, N, K) per model
+        if len(done) > len(todo):
+            log(f"  sweep {name}: {len(done) - len(todo)} chunks resumed")
+        if nproc > 1:  # the other processes' cells, as they write them
+            done = store.wait_cells(name, cells, owners, done, timeout=wait_timeout,
+                                    log=log)
+        ordered = [done[g] for g, _ in cells]
+        out.ssim[name] = np.concatenate([c["ssim"] for c in ordered]).T  # (L, N)
+        out.records[name] = tuple(
+            {k.split("/", 1)[1]: np.swapaxes(np.concatenate([c[k] for c in ordered]), 0, 1)
+             for k in ordered[0] if k.startswith(f"{m}/")} for m in range(len(fns)))
+        if first:
+            out = out._replace(
+                clean=tuple(np.concatenate([c[f"clean/{m}"] for c in ordered])
+                            for m in range(len(fns))),
+                labels=(np.concatenate([c["labels"] for c in ordered])
+                        if "labels" in ordered[0] else None))
         log(f"  sweep {name}: {len(lv)} levels x {n} images x {len(fns)} models "
             f"in {time.perf_counter() - start:.1f} s")
+    pool.shutdown()
     return out
 
 
@@ -248,7 +408,8 @@ def to_table(arrays: SweepArrays, schedule: Mapping, model_names, expected: Mapp
         expected: `(model, corruption)` -> `(N,)` int expected class per image.
         clean_accuracy: model -> accuracy on the clean images (NaN where undefined).
         original: model -> index of its `original` class (-1: none); with
-            `limit_ssim`, an image whose SSIM is above it is expected `original`.
+            `limit_ssim`, an image whose SSIM is above it is expected `original` (as
+            the engine scored it).
 
     Returns:
         `(table, per_image)` as `run` describes them.
@@ -259,28 +420,27 @@ def to_table(arrays: SweepArrays, schedule: Mapping, model_names, expected: Mapp
     for name, levels in schedule.items():
         score = arrays.ssim[name]
         per_image[f"{name}/ssim"] = score
-        for m, prob in zip(model_names, arrays.probs[name], strict=True):
-            pred = prob.argmax(-1)
-            exp = np.broadcast_to(expected[m, name], pred.shape)
+        for m, rec in zip(model_names, arrays.records[name], strict=True):
+            exp = np.broadcast_to(expected[m, name], score.shape)
             if limit_ssim is not None:
                 exp = np.where(score > limit_ssim, original[m], exp).astype(np.int32)
-            correct = pred == exp
-            confidence = prob.max(-1)
-            loss = -np.log(np.maximum(np.take_along_axis(prob, exp[..., None], -1)[..., 0],
-                                      1e-12))
-            per_image[f"{name}/{m}/pred"] = pred.astype(np.int32)
-            per_image[f"{name}/{m}/confidence"] = confidence
-            per_image[f"{name}/{m}/correct"] = correct
             per_image[f"{name}/{m}/expected"] = np.ascontiguousarray(exp)
+            for field, values in rec.items():
+                per_image[f"{name}/{m}/{field}"] = values
+            tops = sorted((int(k[3:]), k) for k in rec if k.startswith("top"))
             for step in range(len(levels)):
-                rows.append({"model": m, "corruption": name, "step": step,
-                             "level": float(levels[step]), "n": pred.shape[1],
-                             "accuracy": float(correct[step].mean()),
-                             "ssim_mean": float(score[step].mean()),
-                             "ssim_std": float(score[step].std()),
-                             "confidence": float(confidence[step].mean()),
-                             "loss": float(loss[step].mean()),
-                             "clean_accuracy": clean_accuracy[m]})
+                row = {"model": m, "corruption": name, "step": step,
+                       "level": float(levels[step]), "n": score.shape[1],
+                       "accuracy": float(rec["correct"][step].mean())}
+                row.update({f"top{k}_accuracy": float(rec[key][step].mean())
+                            for k, key in tops})
+                row.update({"ssim_mean": float(score[step].mean()),
+                            "ssim_std": float(score[step].std()),
+                            "confidence": float(rec["confidence"][step].mean()),
+                            "true_prob": float(rec["true_prob"][step].mean()),
+                            "loss": float(rec["loss"][step].mean()),
+                            "clean_accuracy": clean_accuracy[m]})
+                rows.append(row)
     table = pd.DataFrame(rows)
     table.attrs["batch_sizes"] = dict(arrays.batch_sizes)
     return table, per_image
@@ -292,15 +452,24 @@ def run(key: jax.Array, classifiers: Mapping[str, tuple[Callable, object]], imag
         class_names: Mapping[str, list[str]] | None = None, batch_size: int | None = None,
         target: str = "corruption_type", protocol: str = "continuous",
         ssim_data_range: float | None = None, limit_ssim: float | None = None,
+        top_k: Sequence[int] | None = None, keep_probs: bool = False,
         cells_dir: str | None = None, devices: int | None = None,
+        wait_timeout: float = 3600.0,
         log: Callable[[str], None] = print, progress: bool | None = None):
     """Sweeps every classifier over every (corruption, level).
 
     Args:
         classifiers: name -> `(apply_fn, params)`, `apply_fn(params, (N, H, W, C)) ->
             logits (N, K)`.
-        images: clean `(N, H, W, C)` float images in [0, 1].
-        labels: `(N,)` int labels (needed for `target="labels"`).
+        images: clean `(N, H, W, C)` images, float in [0, 1] or uint8 (NumPy, or a
+            `numpy.memmap`: only the chunks in use are read), or any data source with
+            `len()` and `__getitem__(indices) -> (images, labels)`
+            (`jaxrobust.data.stream`: tfds / grain element sources through
+            `ElementSource`, lazy `FolderSource`). A source is read a chunk at a time,
+            the next chunk prefetched; bad shapes, dtypes or labels fail with one error
+            (the first chunk before any compute).
+        labels: `(N,)` int labels with an array (needed for `target="labels"`); None
+            with a source.
         corruptions: names (aliases allowed).
         levels: name -> 1-D levels (floats; float64 kept: the median's float radii are
             passed exactly); default `corruptions.seed_levels(name, protocol=protocol)`
@@ -322,50 +491,80 @@ def run(key: jax.Array, classifiers: Mapping[str, tuple[Callable, object]], imag
         limit_ssim: the study's "limit value" (its figure 39): with `corruption_type`,
             a corrupted image whose SSIM to the clean one is above this is labelled
             `original` (so predicting its corruption there is wrong). None: no relabel.
+        top_k: the k of the top-k accuracies; default (1, 5) when every model has at
+            least 5 classes, else (1,).
+        keep_probs: also return every probability vector (`<corruption>/<model>/probs
+            (steps, N, K)`); off by default, so that memory and files do not grow
+            with the class count.
         cells_dir: folder for finished (corruption, chunk) cells: a rerun on the same
             folder resumes, and refuses if anything the results depend on changed.
+            Needed with several processes (every process writes its cells there).
         devices: split chunks over the first `devices` local devices (default all).
+        wait_timeout: several processes: seconds without a new cell from another
+            process before giving up (an error naming the missing cells).
         log: where one line per corruption goes (chunk size, resumed chunks, time).
         progress: a bar per corruption (image-levels done, rate, ETA, resumed
             chunks): True / False, or None for the process default (off in library
             calls, on in the command line; see `jaxrobust._progress`).
 
+    Several processes: after `jax.distributed.initialize(...)`, call `run` with the
+    same arguments in every process; the images are split over the processes (each
+    reads only its share of the source), and every process returns the same result,
+    equal bit for bit to a one-process run. Write files on process 0 only.
+
     Returns:
         `(table, per_image)`: a pandas DataFrame with one row per (model, corruption,
-        step) — level, n, accuracy, ssim_mean, ssim_std, confidence, loss,
-        clean_accuracy — and a dict of per-image arrays (`<corruption>/ssim (steps, N)`,
-        `<corruption>/<model>/pred (steps, N)`, `.../confidence`, `.../expected`
-        (steps, N), `clean/<model>/pred (N,)`). `table.attrs["batch_sizes"]` holds the
-        images per chunk and device used per corruption. `jaxrobust.store.
-        write_results` writes both to files. `clean_accuracy` is the model's
-        accuracy on the clean images (labels: its labels; corruption_type: `original`;
-        NaN for a model without that class): the reference of every robustness summary,
-        never a sweep step (step 0 may be the identity corruption).
+        step) — level, n, accuracy, top<k>_accuracy (k > 1), ssim_mean, ssim_std,
+        confidence (mean top probability), true_prob (mean probability of the
+        expected class), loss (mean cross-entropy), clean_accuracy — and a dict of
+        per-image arrays (`<corruption>/ssim (steps, N)`, `<corruption>/<model>/pred`,
+        `.../correct`, `.../top<k>`, `.../confidence`, `.../true_prob`, `.../loss`,
+        `.../expected` (steps, N), `clean/<model>/pred (N,)`).
+        `table.attrs["batch_sizes"]` holds the images per chunk and device used per
+        corruption. `jaxrobust.store.write_results` writes both to files.
+        `clean_accuracy` is the model's accuracy on the clean images (labels: its
+        labels; corruption_type: `original`; NaN for a model without that class): the
+        reference of every robustness summary, never a sweep step (step 0 may be the
+        identity corruption).
     """
-    images, names, schedule = _check(classifiers, images, labels, corruptions, levels, target,
-                                     protocol)
+    names = _check(classifiers, corruptions, target, protocol)
+    source = as_source(images, labels)
+    n = len(source)
+    if n == 0:
+        raise ValueError("no images to sweep.")
+    first, first_labels = stream.check_chunk(*source[np.arange(1)], [0], like=None,
+                                             num_classes=None, labelled=None)
+    shape = first.shape[1:]
+    if target == "labels" and first_labels is None:
+        raise ValueError("target='labels' needs the images' labels.")
+    schedule = _schedule(names, levels, shape, protocol)
     if ssim_data_range is None:
         ssim_data_range = registry.SSIM_DATA_RANGE[protocol]
     if not ssim_data_range > 0:
         raise ValueError(f"ssim_data_range must be positive, got {ssim_data_range}.")
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
-    store = None if cells_dir is None else SweepStore(cells_dir, fingerprint(
-        key, classifiers, images, labels, names, schedule, target, class_names,
-        ssim_data_range))
+    spec = jax.ShapeDtypeStruct((1, *shape), jnp.float32)
+    counts = {m: int(jax.eval_shape(fn, p, spec).shape[-1]) for m, (fn, p) in
+              classifiers.items()}
+    top_k = tuple(sorted(set(top_k if top_k is not None else
+                             ((1, 5) if min(counts.values()) >= 5 else (1,)))))
+    if top_k[0] < 1 or top_k[-1] > min(counts.values()):
+        raise ValueError(f"top_k must lie in [1, {min(counts.values())}] (the class count), "
+                         f"got {top_k}.")
     model_names = list(classifiers)
     classes = {m: list((class_names or {}).get(m) or []) for m in model_names}
     expected = {}
-    for m in model_names:
-        for name in names:
-            if target == "labels":
-                expected[m, name] = np.asarray(labels, np.int32)
-                continue
+    for name in names:
+        if target == "labels":
+            expected[name] = (None,) * len(model_names)
+            continue
+        for m in model_names:
             if name not in classes[m]:
                 raise ValueError(f"model {m!r} has no class {name!r} (its classes: "
                                  f"{(class_names or {}).get(m)}); sweep with "
                                  "target='labels' or train it on this corruption.")
-            expected[m, name] = np.full(len(images), classes[m].index(name), np.int32)
+        expected[name] = tuple(classes[m].index(name) for m in model_names)
     original = {m: classes[m].index("original") if "original" in classes[m] else -1
                 for m in model_names}
     relabel = limit_ssim is not None and target == "corruption_type"
@@ -373,19 +572,28 @@ def run(key: jax.Array, classifiers: Mapping[str, tuple[Callable, object]], imag
         lacking = [m for m in model_names if original[m] < 0][0]
         raise ValueError(f"limit_ssim relabels images as 'original', but model {lacking!r} "
                          "has no class 'original'; drop limit_ssim.")
-    n = len(images)
+    store = None if cells_dir is None else SweepStore(cells_dir, fingerprint(
+        key, classifiers, stream.source_digest(source), names, schedule, target,
+        class_names, ssim_data_range, limit_ssim=limit_ssim if relabel else None,
+        top_k=top_k, keep_probs=keep_probs))
+    arrays = engine(key, classifiers, source, {name: schedule[name] for name in names},
+                    expected, original=tuple(original.values()),
+                    limit_ssim=limit_ssim if relabel else None, top_k=top_k,
+                    keep_probs=keep_probs, batch_size=batch_size,
+                    ssim_data_range=float(ssim_data_range), store=store, devices=devices,
+                    num_classes=min(counts.values()) if target == "labels" else None,
+                    wait_timeout=wait_timeout, log=log, progress=progress)
+    labels = arrays.labels
     per_clean, clean_accuracy = {}, {}
-    for m, (fn, p) in classifiers.items():
-        pred = clean_predictions(fn, p, images, batch=max(1, min(n, batch_size or 64)))
+    for m, pred in zip(model_names, arrays.clean, strict=True):
         per_clean[f"clean/{m}/pred"] = pred
         if target == "labels":
-            clean_accuracy[m] = float(np.mean(pred == np.asarray(labels)))
+            clean_accuracy[m] = float(np.mean(pred == labels))
         else:
             clean_accuracy[m] = (float(np.mean(pred == original[m])) if original[m] >= 0
                                  else float("nan"))
-    arrays = engine(key, classifiers, images, {name: schedule[name] for name in names},
-                    batch_size=batch_size, ssim_data_range=float(ssim_data_range),
-                    store=store, devices=devices, log=log, progress=progress)
-    table, per_image = to_table(arrays, schedule, model_names, expected, clean_accuracy,
+    exp = {(m, name): (labels if e is None else np.full(n, e, np.int32))
+           for name in names for m, e in zip(model_names, expected[name], strict=True)}
+    table, per_image = to_table(arrays, schedule, model_names, exp, clean_accuracy,
                                 original=original, limit_ssim=limit_ssim if relabel else None)
     return table, {**per_clean, **per_image}

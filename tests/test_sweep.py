@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import pytest
 
 from jaxrobust import corruptions, models, store, sweep
@@ -135,12 +136,14 @@ def test_automatic_chunk_size_fits_the_budget(setup):
     assert table.equals(reference)
     from jaxrobust.sharding import shard_batch
 
-    program = shard_batch(lambda p, i, x, lv: (jax.vmap(lambda im: im.sum() * lv.sum())(x),),
-                          in_axes=(None, 0, 0, None))
+    program = shard_batch(lambda p, i, x, e, lv: (jax.vmap(lambda im: im.sum() * lv.sum())(x),),
+                          in_axes=(None, 0, 0, 0, None))
     lv = jnp.asarray(levels["median_blur"])
-    small = sweep.auto_batch_size(program, params, images, lv, devices=1, budget_bytes=1e4)
-    big = sweep.auto_batch_size(program, params, np.resize(images, (600,) + images.shape[1:]),
-                                lv, devices=1, budget_bytes=1e9)
+    exp = np.zeros((5, 1), np.int32)
+    small = sweep.auto_batch_size(program, params, images, exp, lv, devices=1, n=600,
+                                  budget_bytes=1e4)
+    big = sweep.auto_batch_size(program, params, images, exp, lv, devices=1, n=600,
+                                budget_bytes=1e9)
     assert 1 <= small < big <= 512
 
 
@@ -161,3 +164,98 @@ def test_suite_corruptions_sweep_on_their_default_severities(setup):
         sweep.run(jax.random.key(0), clf, images, np.arange(5) % 4, corruptions=("contrast",),
                   levels={"contrast": [1.0, 11.0]}, target="labels",
                   log=lambda s: None)
+
+
+class _Source:
+    """A lazy source of uint8 images (as files or tfds give them) that counts its reads."""
+
+    def __init__(self, images, labels):
+        self.images, self.labels, self.reads = images, labels, []
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, idx):
+        self.reads.append(np.asarray(idx).tolist())
+        return self.images[idx], self.labels[idx]
+
+
+def test_a_streamed_uint8_source_equals_the_array_and_reads_chunks(setup, tmp_path):
+    images, apply_fn, params, levels = setup
+    u8 = np.round(images * 255).astype(np.uint8)
+    source = _Source(u8, np.arange(5) % 4)
+    kw = dict(levels=levels, class_names={"m": CLASSES}, batch_size=2, log=lambda s: None)
+    table, per = sweep.run(jax.random.key(1), {"m": (apply_fn, params)}, source, **kw)
+    want, want_per = _run(setup, batch_size=2)
+    pd.testing.assert_frame_equal(table, want)
+    for k in want_per:
+        np.testing.assert_array_equal(per[k], want_per[k], err_msg=k)
+    # after the first read (the check / memory probe, at most 8 images per device), one
+    # chunk (2 images on 1 device) at a time
+    assert len(source.reads[0]) <= 8 and max(len(r) for r in source.reads[1:]) <= 2
+    # a numpy.memmap and an element-wise source (tfds' data_source, grain) sweep alike
+    from jaxrobust.data import stream
+
+    items = [{"image": im, "label": int(la)} for im, la in zip(u8, np.arange(5) % 4,
+                                                                strict=True)]
+    table2, _ = sweep.run(jax.random.key(1), {"m": (apply_fn, params)},
+                          stream.ElementSource(items), **kw)
+    pd.testing.assert_frame_equal(table2, want)
+    mm = np.lib.format.open_memmap(tmp_path / "images.npy", "w+", np.uint8, u8.shape)
+    mm[:] = u8
+    mm.flush()
+    table3, _ = sweep.run(jax.random.key(1), {"m": (apply_fn, params)},
+                          np.load(tmp_path / "images.npy", mmap_mode="r"), np.arange(5) % 4,
+                          cells_dir=str(tmp_path / "cells"), **kw)
+    pd.testing.assert_frame_equal(table3, want)
+
+
+def test_records_are_reduced_on_device_and_match_the_probabilities(setup):
+    images, apply_fn, params, levels = setup
+    net = models.get("small_cnn", num_classes=7, input_shape=(20, 20, 1), width=0.25, hidden=8)
+    fn, p = models.pure(net)
+    labels = np.array([0, 6, 3, 2, 5])
+    table, per = sweep.run(jax.random.key(3), {"m": (fn, p)}, images, labels,
+                           corruptions=("gaussian_noise",), levels=levels, target="labels",
+                           keep_probs=True, batch_size=2, log=lambda s: None)
+    assert {"top5_accuracy", "true_prob", "loss"} <= set(table.columns)
+    probs = per["gaussian_noise/m/probs"]  # (L, N, K), kept on request
+    true = np.take_along_axis(probs, np.broadcast_to(labels, probs.shape[:2])[..., None],
+                              -1)[..., 0]
+    np.testing.assert_array_equal(per["gaussian_noise/m/pred"], probs.argmax(-1))
+    np.testing.assert_allclose(per["gaussian_noise/m/true_prob"], true, rtol=1e-5)
+    np.testing.assert_allclose(per["gaussian_noise/m/loss"], -np.log(true), rtol=1e-4)
+    np.testing.assert_allclose(per["gaussian_noise/m/confidence"], probs.max(-1), rtol=1e-5)
+    rank = (probs > true[..., None]).sum(-1)
+    np.testing.assert_array_equal(per["gaussian_noise/m/top5"], rank < 5)
+    np.testing.assert_allclose(table.top5_accuracy, (rank < 5).mean(1))
+    _, lean = sweep.run(jax.random.key(3), {"m": (fn, p)}, images, labels,
+                        corruptions=("gaussian_noise",), levels=levels, target="labels",
+                        batch_size=2, log=lambda s: None)
+    assert "gaussian_noise/m/probs" not in lean  # never the full vector by default
+
+
+def test_bad_sources_fail_with_one_clear_error_before_any_compute(setup):
+    images, apply_fn, params, levels = setup
+    clf = {"m": (apply_fn, params)}
+    kw = dict(corruptions=("gaussian_noise",), levels=levels, target="labels", batch_size=2,
+              log=lambda s: None)
+    u8 = np.round(images * 255).astype(np.uint8)
+
+    class Wrong(_Source):
+        def __getitem__(self, idx):
+            x, y = super().__getitem__(idx)
+            return self.bad(x, y)
+
+    cases = [(lambda x, y: (x[..., 0], y), "returned images of shape"),
+             (lambda x, y: (x.astype(np.int64), y), "dtype int64"),
+             (lambda x, y: (x / 1.0, y), "outside \\[0, 1\\]"),
+             (lambda x, y: (x, y + 10), "labels out of range \\[0, 4\\)"),
+             (lambda x, y: (x, y.astype(float)), "integer labels")]
+    for bad, match in cases:
+        source = Wrong(u8, np.arange(5) % 4)
+        source.bad = bad
+        with pytest.raises(ValueError, match=match):
+            sweep.run(jax.random.key(0), clf, source, **kw)
+    with pytest.raises(ValueError, match="returns its own labels"):
+        sweep.run(jax.random.key(0), clf, _Source(u8, np.arange(5)), np.arange(5), **kw)

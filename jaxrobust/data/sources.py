@@ -137,6 +137,19 @@ def read_image(path: str) -> np.ndarray:
     return image
 
 
+def prepare_image(image: np.ndarray, size: int, channels: int) -> np.ndarray:
+    """A `read_image` array as `folder:` sources give it (before 8-bit quantisation):
+    gray (`channels=1`, skimage's `rgb2gray`) or RGB (gray repeated), resized
+    anti-aliased to `size` square."""
+    from skimage import color
+
+    if channels == 1 and image.shape[-1] == 3:
+        image = color.rgb2gray(image)[..., None]
+    elif channels == 3 and image.shape[-1] == 1:
+        image = np.repeat(image, 3, axis=-1)
+    return _resize(image, size)
+
+
 def load_folder(root: str, *, image_size: int, channels: int = 1, strict: bool = False,
                 log=print, protocol: str = "continuous") -> Dataset:
     """Every image file under `root`, labelled by sub-folder or by file-name prefix.
@@ -152,7 +165,6 @@ def load_folder(root: str, *, image_size: int, channels: int = 1, strict: bool =
     Raises:
         ValueError: missing or empty folder, no readable images, a strict failure.
     """
-    from skimage import color
 
     if not os.path.isdir(root):
         raise ValueError(f"folder:{root} does not exist or is not a folder.")
@@ -176,11 +188,7 @@ def load_folder(root: str, *, image_size: int, channels: int = 1, strict: bool =
             images.append(np.repeat(image, channels, axis=-1))
             names.append(_label_of(root, path))
             continue
-        if channels == 1 and image.shape[-1] == 3:
-            image = color.rgb2gray(image)[..., None]
-        elif channels == 3 and image.shape[-1] == 1:
-            image = np.repeat(image, 3, axis=-1)
-        images.append(_resize(image, image_size))
+        images.append(prepare_image(image, image_size, channels))
         names.append(_label_of(root, path))
     for path, why in problems:
         if strict:
