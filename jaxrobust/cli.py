@@ -57,12 +57,25 @@ def _cmd_train(args) -> None:
 
 
 def _cmd_sweep(args) -> None:
+    from jaxrobust import sharding
     from jaxrobust.studies import corruption
 
+    if sharding.initialize_processes(args.coordinator, args.num_processes, args.process_id,
+                                     timeout=args.coordinator_timeout):
+        import jax
+
+        if args.out is None:
+            raise ValueError("several processes need one --out folder that all of them "
+                             "can write (e.g. on a shared file system).")
+        if jax.process_index() != 0:  # process 0 speaks and writes for all
+            args.quiet = True
+            from jaxrobust import _progress
+
+            _progress.set_default(False)
     kw = {"class_names_of_keras": tuple(args.class_names)} if args.class_names else {}
     corruption.sweep_checkpoints(_config(args), args.checkpoint or [],
                                  args.out or _default_out(), keras_models=args.keras_model or [],
-                                 log=_log(args), **kw)
+                                 data=args.data, log=_log(args), **kw)
 
 
 def _cmd_counterfactual(args) -> None:
@@ -206,6 +219,20 @@ def build_parser() -> argparse.ArgumentParser:
     swp.add_argument("--keras-model", action="append", metavar="FILE",
                      help="a saved Keras classifier (Sequential or functional; .keras or "
                      "full-model .h5; repeat for several), swept without training")
+    swp.add_argument("--data", metavar="SOURCE",
+                     help="sweep every image of this source, read lazily a chunk at a time, "
+                     "instead of the config's test split: folder:PATH, "
+                     "npy:IMAGES.npy[,LABELS.npy] or tfds:NAME[/SPLIT]")
+    swp.add_argument("--coordinator", metavar="HOST:PORT",
+                     help="several processes (jax.distributed): process 0's address; "
+                     "'auto' for Slurm / Open MPI detection (default: "
+                     "$JAX_COORDINATOR_ADDRESS, else one process)")
+    swp.add_argument("--num-processes", type=int, metavar="N",
+                     help="with --coordinator: the process count (or $JAX_NUM_PROCESSES)")
+    swp.add_argument("--process-id", type=int, metavar="I",
+                     help="with --coordinator: this process, 0..N-1 (or $JAX_PROCESS_ID)")
+    swp.add_argument("--coordinator-timeout", type=float, default=300.0, metavar="S",
+                     help="seconds to wait for the coordinator (default 300)")
     swp.add_argument("--class-names", nargs="+", metavar="NAME",
                      help="the Keras models' classes in output order (default: the "
                      "study's original scale_up median_blur gaussian_noise)")

@@ -1,4 +1,4 @@
-"""Spreading a batched computation over every local device.
+"""Spreading a batched computation over every local device, and joining processes.
 
 The engines put the image axis on a one-dimensional `jax.sharding.Mesh` named
 `"batch"` and run the per-shard program with `jax.shard_map`: each device works on
@@ -8,6 +8,9 @@ count: the kernels are per-image and random keys are per image.
 On a CPU, JAX shows one device however many cores there are; `jaxrobust.cpu.
 use_cpu_cores()` (called by the command line before JAX starts its backend) splits the
 host into one device per core so that a 2-core laptop runs two shards at once.
+
+`initialize_processes` joins JAX's multi-controller runtime (`jax.distributed`), after
+which the sweep splits its images over the processes (see `sweep.engine`).
 """
 
 from __future__ import annotations
@@ -154,3 +157,61 @@ def shard_batch(fn: Callable, *, in_axes: Sequence[int | None], mesh: Mesh | Non
 
     return run
 
+
+
+def initialize_processes(coordinator: str | None = None, num_processes: int | None = None,
+                         process_id: int | None = None, *, timeout: float = 300.0) -> bool:
+    """Joins `jax.distributed` (one call per process, before any JAX computation).
+
+    Args:
+        coordinator: `HOST:PORT` of process 0 (it runs the coordinator there); default
+            the `JAX_COORDINATOR_ADDRESS` environment variable.
+        num_processes, process_id: default `JAX_NUM_PROCESSES` / `JAX_PROCESS_ID`.
+            With no coordinator anywhere, nothing is done (one process), unless
+            `coordinator="auto"`: JAX's own detection (Slurm, Open MPI, Cloud TPU).
+        timeout: seconds to wait for the coordinator.
+
+    Returns:
+        True when several processes were joined.
+
+    Raises:
+        ValueError: a missing or malformed setting, or an unreachable coordinator
+            (checked before JAX tries to connect, so that it fails with this message
+            instead of aborting the process).
+    """
+    import socket
+    import time
+
+    coordinator = coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS")
+    if coordinator is None:
+        return False
+    if coordinator == "auto":
+        jax.distributed.initialize(initialization_timeout=int(timeout))
+        return jax.process_count() > 1
+    if num_processes is None and "JAX_NUM_PROCESSES" in os.environ:
+        num_processes = int(os.environ["JAX_NUM_PROCESSES"])
+    if process_id is None and "JAX_PROCESS_ID" in os.environ:
+        process_id = int(os.environ["JAX_PROCESS_ID"])
+    host, _, port = coordinator.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"coordinator {coordinator!r} is not HOST:PORT, e.g. 10.0.0.1:1234.")
+    if num_processes is None or process_id is None:
+        raise ValueError("--coordinator needs --num-processes N and --process-id I (or "
+                         "JAX_NUM_PROCESSES and JAX_PROCESS_ID).")
+    if not 0 <= process_id < num_processes:
+        raise ValueError(f"process id {process_id} is outside 0..{num_processes - 1}.")
+    if process_id > 0:  # process 0 starts the coordinator; the others must reach it
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                socket.create_connection((host, int(port)), timeout=2).close()
+                break
+            except OSError as e:
+                if time.monotonic() > deadline:
+                    raise ValueError(f"coordinator {coordinator} unreachable after {timeout:g} "
+                                     f"s ({e}); start process 0 with the same --coordinator, "
+                                     "or check the address and port.") from None
+                time.sleep(0.5)
+    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                               process_id=process_id, initialization_timeout=int(timeout))
+    return True

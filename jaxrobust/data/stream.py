@@ -47,10 +47,14 @@ class ElementSource:
             tfds' `data_source` has), each item a dict or an `(image, label)` pair.
         image_key, label_key: the dict keys (tfds: `image`, `label`); `label_key=None`
             for unlabelled data.
+        transform: applied to each image (an `(H, W[, C])` array) before the batch is
+            stacked, e.g. a resize for images of several sizes.
     """
 
-    def __init__(self, source, image_key: str = "image", label_key: str | None = "label"):
+    def __init__(self, source, image_key: str = "image", label_key: str | None = "label",
+                 transform=None):
         self.source, self.image_key, self.label_key = source, image_key, label_key
+        self.transform = transform
 
     def __len__(self) -> int:
         return len(self.source)
@@ -65,7 +69,10 @@ class ElementSource:
         else:
             images = [np.asarray(it[0]) for it in items]
             labels = None if self.label_key is None else [it[1] for it in items]
-        images = np.stack([im[..., None] if im.ndim == 2 else im for im in images])
+        images = [im[..., None] if im.ndim == 2 else im for im in images]
+        if self.transform is not None:
+            images = [self.transform(im) for im in images]
+        images = np.stack(images)
         return images, None if labels is None else np.asarray(labels)
 
 
@@ -169,3 +176,53 @@ def check_chunk(images, labels, idx: Sequence[int], *, like: tuple | None,
         raise ValueError(f"{where}: no labels, and target='labels' needs them; return "
                          "(images, labels).")
     return images, labels
+
+
+def open_source(spec: str, *, image_size: int, channels: int = 1):
+    """A lazy source from a command-line spec: `(source, class_names or None)`.
+
+    - `folder:PATH` — `FolderSource` (labels from sub-folders or file-name prefixes);
+    - `npy:IMAGES.npy[,LABELS.npy]` — a `(N, H, W, C)` (or `(N, H, W)`) uint8 or float
+      array opened as a `numpy.memmap`, labels optional;
+    - `tfds:NAME[/SPLIT]` — a prepared TensorFlow Datasets set through
+      `tfds.data_source` (no TensorFlow, no download), images resized to `image_size`.
+
+    Raises:
+        ValueError: an unknown kind or a missing / unreadable file.
+    """
+    if spec.startswith("folder:"):
+        src = FolderSource(os.path.expanduser(spec[7:]), image_size=image_size,
+                           channels=channels)
+        return src, list(src.class_names)
+    if spec.startswith("npy:"):
+        paths = [os.path.expanduser(p) for p in spec[4:].split(",")]
+        try:
+            images = np.load(paths[0], mmap_mode="r")
+            labels = np.load(paths[1]) if len(paths) > 1 else None
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{spec}: cannot open ({e}); pass npy:IMAGES.npy[,LABELS.npy].") \
+                from None
+        if images.ndim == 3:
+            images = images[..., None]
+        return ArraySource(images, labels), None
+    if spec.startswith("tfds:"):
+        from jaxrobust.data import sources
+
+        name, _, split = spec[5:].partition("/")
+        try:
+            import tensorflow_datasets as tfds
+
+            items = tfds.data_source(name, split=split or "test", download=False)
+            names = list(tfds.builder(name).info.features["label"].names)
+        except Exception as e:  # noqa: BLE001 - tfds raises many kinds for "not prepared"
+            raise ValueError(f"{spec} is not available locally ({type(e).__name__}: {e}); "
+                             "prepare it with tfds.builder(name).download_and_prepare().") \
+                from None
+
+        def resize(image):
+            out = sources.prepare_image(image / 255.0, image_size, channels)
+            return np.round(np.clip(out, 0, 1) * 255).astype(np.uint8)
+
+        return ElementSource(items, transform=resize), names
+    raise ValueError(f"unknown streamed source {spec!r}; use folder:PATH, "
+                     "npy:IMAGES.npy[,LABELS.npy] or tfds:NAME[/SPLIT].")

@@ -370,7 +370,7 @@ STUDY_CLASSES = ("original", "scale_up", "median_blur", "gaussian_noise")
 
 
 def sweep_checkpoints(config, checkpoints, out_dir: str, *, keras_models=(),
-                      class_names_of_keras=STUDY_CLASSES,
+                      class_names_of_keras=STUDY_CLASSES, data: str | None = None,
                       log: Callable[[str], None] = print, progress: bool | None = None):
     """`jaxrobust sweep`: trained checkpoints swept over the config's test images.
 
@@ -378,6 +378,12 @@ def sweep_checkpoints(config, checkpoints, out_dir: str, *, keras_models=(),
     full-model `.h5`, read by `models.load_keras_model`, no training), whose outputs
     are `class_names_of_keras` (default: the study's four classes, in its order); they
     see the images as given, in [0, 1], as the study fed them.
+
+    `data` (`folder:PATH`, `npy:IMAGES.npy[,LABELS.npy]`, `tfds:NAME[/SPLIT]`; see
+    `data.stream.open_source`) sweeps every image of that source, read lazily a chunk
+    at a time, instead of the config's test split. With several processes
+    (`sharding.initialize_processes`), each sweeps its share and only process 0
+    writes the results and the report.
 
     Writes `sweep_cells/` (a rerun resumes), `results.csv`, `per_image.npz` and
     `report.html` (accuracy against level and SSIM, SSIM against level, predicted
@@ -412,8 +418,19 @@ def sweep_checkpoints(config, checkpoints, out_dir: str, *, keras_models=(),
         classifiers[name] = (apply_fn, params)
         class_names[name] = list(class_names_of_keras)
         sizes[path] = list(info["input_shape"][:2])
-    ds, _, test_idx = load_split(config, log=log)
-    shape = list(ds.images.shape[1:])
+    if data is None:
+        ds, _, test_idx = load_split(config, log=log)
+        images, labels = ds.images[test_idx], ds.labels[test_idx]
+        described = f"{ds.source}: {len(test_idx)} clean test images"
+        shape = list(images.shape[1:])
+    else:
+        from jaxrobust.data import stream
+
+        images, _ = stream.open_source(data, image_size=config.data.image_size,
+                                       channels=config.data.channels)
+        labels = None
+        described = f"{data}: {len(images)} clean images (streamed)"
+        shape = list(np.asarray(images[np.arange(1)][0]).shape[1:])
     for path, want in sizes.items():  # a Keras backbone takes gray (repeated) or RGB
         if want != shape[:2]:
             raise ValueError(f"{path} takes {want[0]}x{want[1]} images, the config's are "
@@ -424,8 +441,10 @@ def sweep_checkpoints(config, checkpoints, out_dir: str, *, keras_models=(),
                              f"data are {shape}; set data.image_size / data.channels to match.")
     out_dir = output_folder(out_dir)
     table, per_image, summary, intervals = sweep_and_summarize(
-        config, classifiers, class_names, ds.images[test_idx], ds.labels[test_idx], out_dir,
-        log=log, progress=progress)
+        config, classifiers, class_names, images, labels, out_dir, log=log,
+        progress=progress)
+    if jax.process_index() != 0:  # process 0 writes the results and the report
+        return table, per_image
     with _io.publish(out_dir) as tmp:
         store.write_results(tmp, table, per_image)
         figures = report.sweep_figures(table, per_image, class_names, tmp,
@@ -440,8 +459,7 @@ def sweep_checkpoints(config, checkpoints, out_dir: str, *, keras_models=(),
                     if k in ("data", "task", "sweep", "seed")},
             notes=[summary["_protocol"]],
             overview=[("Checkpoints", ", ".join(checkpoints)),
-                      ("Data", f"{ds.source}: {len(test_idx)} clean test images of "
-                               f"{tuple(shape)} swept")],
+                      ("Data", f"{described} of {tuple(shape)} swept")],
             leaderboard=report.leaderboard(summary, {}),
             flags=report.run_flags(summary, {}, 0), footer=report.run_footer(config))
     log(f"wrote {len(table)} rows to {os.path.join(out_dir, 'results.csv')} and "
