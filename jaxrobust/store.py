@@ -14,11 +14,12 @@ import hashlib
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import jax
 import numpy as np
 
-from jaxrobust import _io
+from jaxrobust import _io, _progress
 
 
 def _digest(*arrays) -> str:
@@ -172,7 +173,7 @@ class SweepStore:
             if not missing:
                 return done
             if not waiting:
-                log(f"  sweep {name}: waiting for {len(missing)} cells of processes "
+                log(f"{name}: waiting for {len(missing)} cells of processes "
                     f"{sorted({owners[j] for j, _ in missing})}")
                 waiting = True
             if time.monotonic() - last > timeout:
@@ -181,6 +182,90 @@ class SweepStore:
                     f"{sorted({owners[j] for j, _ in missing})} have {len(missing)} cells to "
                     "write. Rerun their command (it resumes), then this one.")
             time.sleep(0.2)
+
+
+def _pad(a: np.ndarray, size: int) -> np.ndarray:
+    """`a` with its last row repeated up to `size` rows (what a short chunk computes)."""
+    return a if len(a) == size else np.concatenate([a, np.repeat(a[-1:], size - len(a), 0)])
+
+
+def run_cells(name: str, n: int, size: int, devices: int, read, compute, *,
+              store: SweepStore | None, pool=None, units: int = 1, desc: str = "",
+              unit: str = "img", wait_timeout: float = 3600.0, log=print,
+              progress: bool | None = None) -> list[dict]:
+    """Every cell (`size` consecutive images of `n`) of one job, computed or resumed;
+    the one loop behind the streamed sweep and the streamed attributions.
+
+    The cells are split into one contiguous block per process (`jax.process_count()`;
+    one block with one process). This process loads its finished cells from `store`,
+    reads the others' images `devices` cells at a time (`read(indices) -> (images,
+    labels)`, the next batch read on `pool`'s thread while the current one computes),
+    and calls `compute(idx, rows, images, labels, sizes) -> [cell dict per cell]`:
+    `idx` the batch's image indices, `rows` `(size x devices,)` positions into
+    `images` that pad each cell to `size` rows (its last image repeated) and the batch
+    to `devices` cells, so every device always gets `size` consecutive images and
+    each image meets the same computation whatever the device or process count;
+    `sizes` the cells' true lengths. New cells are saved to `store` as they finish.
+    With several processes, the others' cells are then waited for in `store`
+    (`SweepStore.wait_cells`).
+
+    Returns:
+        The `n`'s cells in image order (each a dict of arrays with the cell's images
+        as leading axis).
+    """
+    nproc, proc = jax.process_count(), jax.process_index()
+    if nproc > 1 and store is None:
+        raise ValueError("a job over several processes needs a cells folder (cells_dir, "
+                         "--out) that every process can write.")
+    cells = [(g, min(n, g + size)) for g in range(0, n, size)]
+    owners = [j * nproc // len(cells) for j in range(len(cells))]
+    mine = [c for c, o in zip(cells, owners, strict=True) if o == proc]
+    done, todo = {}, []
+    for g, e in mine:
+        cell = None if store is None else store.load(name, g, e - g)
+        if cell is None:
+            todo.append((g, e))
+        else:
+            done[g] = cell
+    batches = [todo[i:i + devices] for i in range(0, len(todo), devices)]
+    bar = _progress.bar(total=sum(e - g for g, e in mine) * units, desc=desc, unit=unit,
+                        unit_scale=True, progress=progress)
+    if done:
+        bar.set_postfix(resumed=f"{len(done)} chunks", refresh=False)
+        bar.update(sum(e - g for g, e in mine if g in done) * units)
+
+    def fetch(batch):
+        return read(np.concatenate([np.arange(g, e) for g, e in batch]))
+
+    own_pool = pool is None
+    pool = ThreadPoolExecutor(1) if own_pool else pool
+    try:
+        pending = pool.submit(fetch, batches[0]) if batches else None
+        for b, batch in enumerate(batches):
+            images, labels = pending.result()
+            if b + 1 < len(batches):
+                pending = pool.submit(fetch, batches[b + 1])
+            idx = np.concatenate([np.arange(g, e) for g, e in batch])
+            sizes = [e - g for g, e in batch]
+            bounds = np.cumsum([0, *sizes])
+            rows = np.concatenate([np.minimum(np.arange(size), k - 1) + bounds[j]
+                                   for j, k in enumerate(sizes)])
+            rows = _pad(rows, size * devices)
+            for (g, _), cell in zip(batch, compute(idx, rows, images, labels, sizes),
+                                    strict=True):
+                done[g] = cell
+                if store is not None:
+                    store.save(name, g, cell)
+            bar.update(int(bounds[-1]) * units)
+    finally:
+        bar.close()
+        if own_pool:
+            pool.shutdown()
+    if len(done) > len(todo):
+        log(f"{name}: {len(done) - len(todo)} chunks resumed")
+    if nproc > 1:  # the other processes' cells, as they write them
+        done = store.wait_cells(name, cells, owners, done, timeout=wait_timeout, log=log)
+    return [done[g] for g, _ in cells]
 
 
 def write_results(out_dir: str, table, per_image: dict) -> None:

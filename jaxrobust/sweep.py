@@ -33,7 +33,7 @@ from jaxrobust import corruptions as registry
 from jaxrobust.data import stream
 from jaxrobust.metrics import ssim_compare, ssim_reference
 from jaxrobust.sharding import available_bytes, local_mesh, pad_leading, shard_batch
-from jaxrobust.store import SweepStore, fingerprint
+from jaxrobust.store import SweepStore, fingerprint, run_cells
 
 TARGETS = ("corruption_type", "labels")
 _COMPILED: set = set()  # (program, shapes) already run in this process
@@ -211,13 +211,30 @@ class SweepArrays(NamedTuple):
     batch_sizes: dict
 
 
-def _cells(n: int, size: int) -> list[tuple[int, int]]:
-    return [(g, min(n, g + size)) for g in range(0, n, size)]
-
-
-def _pad(a: np.ndarray, size: int) -> np.ndarray:
-    """`a` with its last row repeated up to `size` rows (what a short chunk computes)."""
-    return a if len(a) == size else np.concatenate([a, np.repeat(a[-1:], size - len(a), 0)])
+def _sweep_cells(program, consts, lv, expect, size, n_models, first, compiling, progress,
+                 idx, rows, images, labels, sizes) -> list[dict]:
+    """One batch of sweep cells (`store.run_cells`' `compute`): the chunk program on the
+    padded batch, its outputs cut back into one dict per cell."""
+    signature = (program, rows.shape, images.shape[1:], images.dtype, lv.shape)
+    if signature not in _COMPILED:
+        _progress.write(compiling, progress=progress)
+        _COMPILED.add(signature)
+    exp = expect(labels, len(idx))
+    res = program(consts, idx[rows].astype(np.int32), images[rows], exp[rows], lv)
+    res = jax.tree.map(np.asarray, res)
+    cells, at = [], 0
+    for j, k in enumerate(sizes):
+        part = slice(j * size, j * size + k)
+        cell = {"ssim": res[0][part]}
+        for m, rec in enumerate(res[1]):
+            cell.update({f"{m}/{f}": v[part] for f, v in rec.items()})
+        if first:
+            cell.update({f"clean/{m}": res[2][part][:, m] for m in range(n_models)})
+            if labels is not None:
+                cell["labels"] = labels[at:at + k]
+        cells.append(cell)
+        at += k
+    return cells
 
 
 def engine(key: jax.Array, classifiers: Mapping[str, tuple[Callable, object]], source,
@@ -317,69 +334,15 @@ def engine(key: jax.Array, classifiers: Mapping[str, tuple[Callable, object]], s
         if store is not None:
             store.remember(name, size)
         out.batch_sizes[name] = size
-        cells = _cells(n, size)
-        owners = [j * nproc // len(cells) for j in range(len(cells))]
-        mine = [c for c, o in zip(cells, owners, strict=True) if o == proc]
-        done = {}
-        todo = []
-        for g, e in mine:
-            cell = None if store is None else store.load(name, g, e - g)
-            if cell is None:
-                todo.append((g, e))
-            else:
-                done[g] = cell
-        # Every device always gets `size` consecutive images (a short last cell is
-        # padded), so each image meets the same computation whatever the device or
-        # process count.
-        batches = [todo[i:i + ndev] for i in range(0, len(todo), ndev)]
-        bar = _progress.bar(total=sum(e - g for g, e in mine) * len(lv), desc=f"sweep {name}",
-                            unit="img-lvl", unit_scale=True, progress=progress)
-        if done:
-            bar.set_postfix(resumed=f"{len(done)} chunks", refresh=False)
-            bar.update(sum(e - g for g, e in mine if g in done) * len(lv))
 
-        def fetch(batch):
-            return read(np.concatenate([np.arange(g, e) for g, e in batch]))
-
-        pending = pool.submit(fetch, batches[0]) if batches else None
-        for b, batch in enumerate(batches):
-            images, labels = pending.result()
-            if b + 1 < len(batches):
-                pending = pool.submit(fetch, batches[b + 1])
-            idx = np.concatenate([np.arange(g, e) for g, e in batch])
-            exp = expect(name, labels, len(idx))
-            bounds = np.cumsum([0] + [e - g for g, e in batch])
-            # each cell padded to `size` rows, then the batch to `ndev` cells
-            rows = np.concatenate([np.minimum(np.arange(size), e - g - 1) + bounds[j]
-                                   for j, (g, e) in enumerate(batch)])
-            rows = _pad(rows, size * ndev)
-            signature = (program, rows.shape, images.shape[1:], images.dtype, lv.shape)
-            if signature not in _COMPILED:
-                _progress.write(f"  compiling the {name} sweep program (once per "
-                                "process and chunk shape) ...", progress=progress)
-                _COMPILED.add(signature)
-            res = program(consts, idx[rows].astype(np.int32), images[rows], exp[rows], lv)
-            res = jax.tree.map(np.asarray, res)
-            for j, (g, e) in enumerate(batch):
-                part = slice(j * size, j * size + e - g)
-                cell = {"ssim": res[0][part]}
-                for m, rec in enumerate(res[1]):
-                    cell.update({f"{m}/{k}": v[part] for k, v in rec.items()})
-                if first:
-                    cell.update({f"clean/{m}": res[2][part][:, m] for m in range(len(fns))})
-                    if labels is not None:
-                        cell["labels"] = labels[bounds[j]:bounds[j + 1]]
-                done[g] = cell
-                if store is not None:
-                    store.save(name, g, cell)
-            bar.update((bounds[-1]) * len(lv))
-        bar.close()
-        if len(done) > len(todo):
-            log(f"  sweep {name}: {len(done) - len(todo)} chunks resumed")
-        if nproc > 1:  # the other processes' cells, as they write them
-            done = store.wait_cells(name, cells, owners, done, timeout=wait_timeout,
-                                    log=log)
-        ordered = [done[g] for g, _ in cells]
+        compute = functools.partial(_sweep_cells, program, consts, lv,
+                                    functools.partial(expect, name), size, len(fns), first,
+                                    f"  compiling the {name} sweep program (once per process "
+                                    "and chunk shape) ...", progress)
+        ordered = run_cells(name, n, size, ndev, read, compute, store=store, pool=pool,
+                            units=len(lv), desc=f"sweep {name}", unit="img-lvl",
+                            wait_timeout=wait_timeout, log=lambda s: log(f"  sweep {s}"),
+                            progress=progress)
         out.ssim[name] = np.concatenate([c["ssim"] for c in ordered]).T  # (L, N)
         out.records[name] = tuple(
             {k.split("/", 1)[1]: np.swapaxes(np.concatenate([c[k] for c in ordered]), 0, 1)
