@@ -147,7 +147,8 @@ class SweepStore:
                 cell = {k: z[k] for k in z.files}
         except Exception:  # noqa: BLE001 - an unreadable cell is recomputed
             return None
-        return cell if len(cell.get("ssim", ())) == size else None
+        whole = cell and all(len(v) == size for v in cell.values())  # images lead
+        return cell if whole else None
 
     def save(self, name: str, start: int, cell: dict) -> None:
         path = self._path(name, start)

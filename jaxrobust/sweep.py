@@ -103,17 +103,6 @@ def auto_batch_size(program, consts, sample, expected, levels, *, devices: int, 
     return int(min(max(size, devices), largest, max(n, 1)))
 
 
-def _as_float(images):
-    """uint8 images (0-255) as float32 in [0, 1], on device; float ones as float32.
-
-    uint8 goes through a 256-entry table of `float32(k / 255)`, so the values equal
-    the host's `(k / 255).astype(float32)` bit for bit (XLA may turn a division by a
-    constant into a multiplication, one ulp off)."""
-    if images.dtype == jnp.uint8:
-        return jnp.asarray(np.arange(256) / 255.0, jnp.float32)[images]
-    return images.astype(jnp.float32)
-
-
 def _records(logits, expected, top_k: tuple[int, ...], keep_probs: bool) -> dict:
     """One model's record per image at one level, from its logits `(B, K)` and the
     expected classes `(B,)`: prediction, correctness, top-k correctness (the true
@@ -153,7 +142,7 @@ def _chunk_program(kernel: Callable, fns: tuple[Callable, ...], mesh, data_range
 
     def chunk(consts, idx, clean, expected, levels):
         params, base, original, limit = consts
-        clean = _as_float(clean)
+        clean = stream.to_float(clean)
         reference = jax.vmap(ssim_reference)(clean)  # the clean images' half of SSIM, once
 
         def one_level(step_level):

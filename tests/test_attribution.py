@@ -173,3 +173,48 @@ def test_attribution_drift_over_levels(rng, nets):
 
     assert float(attribution.checks._rank_correlation(jnp.asarray(a), jnp.asarray(b))) == \
         pytest.approx(spearmanr(a, b).statistic, abs=1e-5)
+
+
+def test_streamed_attributions_equal_the_in_memory_ones_and_resume(tmp_path):
+    from jaxrobust import models
+    from jaxrobust.attribution import (
+        attribution_drift,
+        attribution_drift_source,
+        integrated_gradients,
+        integrated_gradients_source,
+    )
+    from jaxrobust.data.stream import ArraySource
+
+    rng = np.random.default_rng(5)
+    u8 = rng.integers(0, 256, (7, 16, 16, 1)).astype(np.uint8)
+    x, y = (u8 / 255.0).astype(np.float32), np.arange(7) % 4
+    fn, params = models.pure(models.get("small_cnn", num_classes=4, input_shape=(16, 16, 1),
+                                        width=0.25, hidden=8, seed=3))
+    kw = dict(steps=8, batch_size=3, log=lambda s: None)
+    got = integrated_gradients_source(fn, params, ArraySource(u8, y), keep_maps=True,
+                                      cells_dir=str(tmp_path / "ig"), **kw)
+    maps, delta = integrated_gradients(fn, params, x, y, steps=8, return_delta=True)
+    np.testing.assert_allclose(got["maps"], maps, atol=1e-6)
+    np.testing.assert_allclose(got["delta"], delta, atol=1e-5)
+    np.testing.assert_allclose(got["abs_sum"], np.abs(np.asarray(maps)).sum((1, 2, 3)),
+                               rtol=1e-5)
+    np.testing.assert_array_equal(got["target"], y)
+    cells = sorted((tmp_path / "ig").rglob("*.npz"))
+    stamps = [c.stat().st_mtime_ns for c in cells]
+    again = integrated_gradients_source(fn, params, ArraySource(u8, y), keep_maps=True,
+                                        cells_dir=str(tmp_path / "ig"), **kw)
+    assert [c.stat().st_mtime_ns for c in cells] == stamps  # resumed, not recomputed
+    np.testing.assert_array_equal(again["delta"], got["delta"])
+    lean = integrated_gradients_source(fn, params, ArraySource(u8, y), targets="predicted",
+                                       **kw)
+    assert "maps" not in lean
+    np.testing.assert_array_equal(lean["target"], np.argmax(fn(params, x), -1))
+    key, levels = jax.random.key(4), [0.0, 0.1, 0.4]
+    drift = attribution_drift_source(key, fn, params, ArraySource(u8, y),
+                                     corruption="gaussian_noise", levels=levels,
+                                     batch_size=2, log=lambda s: None)
+    want = attribution_drift(key, fn, params, x, y, corruption="gaussian_noise", levels=levels)
+    np.testing.assert_allclose(drift["ssim"], want["ssim"], atol=1e-6)
+    np.testing.assert_allclose(drift["rank_correlation"], want["rank_correlation"], atol=1e-6)
+    with pytest.raises(ValueError, match="targets must be"):
+        integrated_gradients_source(fn, params, ArraySource(u8, y), targets="true", **kw)

@@ -51,8 +51,13 @@ SCRIPT = textwrap.dedent("""
         cells_dir=out + "/cells", log=print)
     with open(f"{out}/reads_{pid}.json", "w") as f:
         json.dump(source.reads, f)
+    from jaxrobust.attribution import integrated_gradients_source
+    ig = integrated_gradients_source(models.pure(net)[0], models.pure(net)[1], source,
+                                     steps=4, batch_size=2, keep_maps=True,
+                                     cells_dir=out + "/ig_cells", log=print)
     if jax.process_index() == 0:
         store.write_results(out, table, per_image)
+        np.savez(out + "/ig.npz", **{k: v for k, v in ig.items() if k != "seconds"})
     print("done", jax.process_count(), flush=True)
 """)
 CELLS = 2 * 7  # corruptions x cells of 2 images (13 images)
@@ -118,6 +123,10 @@ def test_two_and_three_processes_equal_one_and_read_only_their_share(tmp_path):
         shares = [sorted(i for chunk in r[2:] for i in chunk) for r in reads]
         assert sorted(i for share in shares for i in share) == sorted(2 * list(range(13)))
         assert all(share[::2] == share[1::2] for share in shares)
+        with np.load(tmp_path / f"p{n}" / "ig.npz") as got, \
+                np.load(tmp_path / "p1" / "ig.npz") as want:
+            for k in want.files:  # the streamed IG too
+                np.testing.assert_array_equal(got[k], want[k], err_msg=k)
 
 
 def test_a_killed_job_resumes_without_repeating_or_losing_cells(tmp_path):

@@ -3,7 +3,9 @@
 `gradients`: saliency, gradient x input, SmoothGrad and Integrated Gradients (IG),
 every one a gradient of weighted logits through one VJP path. `checks`: deletion /
 insertion curves, attribution drift over corruption levels, and the parameter
-randomisation sanity check. Nothing here imports Flax: any JAX model works.
+randomisation sanity check. `streamed`: IG and drift over a whole data source, a
+chunk at a time, resumable and split over devices and processes. Nothing here
+imports Flax: any JAX model works.
 
 Shapes: `images (N, H, W, C)`, `targets (N,)` int class indices; attributions have
 the shape of `images`. Functions that draw random numbers take `key` first.
@@ -33,15 +35,21 @@ from jaxrobust.attribution.gradients import (
     target_gradients,
     weighted_gradients,
 )
+from jaxrobust.attribution.streamed import (
+    attribution_drift_source,
+    integrated_gradients_source,
+)
 
 __all__ = [
     "METHODS",
     "as_output_weights",
     "attribution_drift",
+    "attribution_drift_source",
     "auto_chunk",
     "deletion_insertion",
     "gradient_x_input",
     "integrated_gradients",
+    "integrated_gradients_source",
     "layer_order",
     "make_baseline",
     "parameter_randomization",

@@ -74,7 +74,8 @@ def _rank_correlation(a, b):
 
 
 def attribution_drift(key, apply_fn: Callable, params, images, targets, *, corruption: str,
-                      levels, steps: int = 32, method: str = "saliency") -> dict:
+                      levels, steps: int = 32, method: str = "saliency",
+                      indices=None) -> dict:
     """How far attribution maps move as a corruption grows, for all levels in one call.
 
     For every level, each image is corrupted (key per image and level), its map is
@@ -88,6 +89,9 @@ def attribution_drift(key, apply_fn: Callable, params, images, targets, *, corru
         corruption: a registered corruption name.
         levels: `(L,)` levels of that corruption.
         method: `saliency` (absolute gradient) or `ig` (`steps` Gauss-Legendre steps).
+        indices: `(N,)` the images' indices for their random keys (default
+            `arange(N)`); a part of a data set passes its own, so that it draws as
+            the whole set would (`attribution.streamed`).
 
     Returns:
         `{"levels": (L,), "ssim": (L, N), "rank_correlation": (L, N)}`.
@@ -108,7 +112,7 @@ def attribution_drift(key, apply_fn: Callable, params, images, targets, *, corru
 
     def at(step_level):
         step, level = step_level
-        keys = _prng.item_keys(key, jnp.arange(n), step)
+        keys = _prng.item_keys(key, jnp.arange(n) if indices is None else indices, step)
         corrupted = jax.vmap(kernel, in_axes=(0, 0, None))(keys, images, level)
         return _map_similarity(clean, _magnitude_map(apply_fn, params, corrupted, targets,
                                                      method, steps))

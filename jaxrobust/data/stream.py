@@ -120,6 +120,19 @@ class FolderSource:
                 self.labels[idx])
 
 
+def to_float(images):
+    """uint8 images (0-255) as float32 in [0, 1], on device; float ones as float32.
+
+    uint8 goes through a 256-entry table of `float32(k / 255)`, so the values equal
+    the host's `(k / 255).astype(float32)` bit for bit (XLA may turn a division by a
+    constant into a multiplication, one ulp off)."""
+    import jax.numpy as jnp
+
+    if images.dtype == jnp.uint8:
+        return jnp.asarray(np.arange(256) / 255.0, jnp.float32)[images]
+    return images.astype(jnp.float32)
+
+
 def source_digest(source, *, samples: int = 16) -> str:
     """A short hash of a source for the resume fingerprint: in-memory arrays whole;
     any other source (memmap, files, tfds) by its length and `samples` evenly spaced
