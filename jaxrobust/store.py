@@ -123,7 +123,7 @@ class SweepStore:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"process 0 has not chosen the chunk size for {name} in "
                                    f"{self.root} after {timeout:g} s; is it running with the "
-                                   "same --out? (or pass --batch-size to every process)")
+                                   "same --out? (or give every process --set sweep.batch_size=B)")
             time.sleep(0.2)
 
     def remember(self, name: str, batch_size: int) -> None:

@@ -203,3 +203,18 @@ def test_the_sweep_command_on_two_processes_streams_and_writes_once(tmp_path):
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "two" / "results.csv"),
                                   pd.read_csv(tmp_path / "one" / "results.csv"))
     assert "10 clean images (streamed)" in (tmp_path / "two" / "report.html").read_text()
+
+
+def test_the_device_script_runs_at_small_size(tmp_path):
+    # benchmarks/device.sh as a GPU machine runs it, shrunk to a smoke test on this CPU
+    # (two of its four benchmarks here, to keep the suite short; all four: 3.5 min)
+    env = {**os.environ, "JAXROBUST_BENCH_SMALL": "1", "JAXROBUST_BENCH_ONLY": "sweep scale"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run(["bash", "benchmarks/device.sh", str(tmp_path)], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    written = sorted(p.name for p in tmp_path.glob("*.json"))
+    assert [n.split("-", 2)[-1] for n in written] == ["scale.json", "sweep.json"], written
+    scale = json.loads(next(tmp_path.glob("*-scale.json")).read_text())
+    runs = scale["cases"]["memory"]["runs"]
+    assert len(runs) == 2 and all(r["image_levels_per_s"] > 0 for r in runs)
