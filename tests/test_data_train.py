@@ -74,6 +74,34 @@ def test_tfds_source_with_mock_data():
     assert ds.images.shape == (5, 16, 16, 1)
 
 
+def test_streamed_sources_read_what_the_eager_loaders_read(tmp_path, rng):
+    # tfds' data_source and a folder, read lazily (data.stream), give the eager
+    # loaders' images as uint8 (k / 255 exactly) and their labels
+    from jaxrobust.data import stream
+
+    tfds = pytest.importorskip("tensorflow_datasets", reason="tensorflow-datasets not installed")
+    with tfds.testing.mock_data(num_examples=6):
+        eager = data.load("tfds:mnist", image_size=16)
+        source, names = stream.open_source("tfds:mnist/train", image_size=16, channels=1)
+        images, labels = source[np.arange(6)]
+    assert len(source) == 6 and len(names) == 10 and images.dtype == np.uint8
+    np.testing.assert_allclose(images / 255.0, eager.images, atol=1e-6)
+    np.testing.assert_array_equal(labels, eager.labels)
+    from skimage import io
+
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        for i in range(3):
+            io.imsave(tmp_path / c / f"{i}.png", rng.integers(0, 256, (20, 14, 3), np.uint8),
+                      check_contrast=False)
+    eager = data.load(f"folder:{tmp_path}", image_size=12, channels=1)
+    source, names = stream.open_source(f"folder:{tmp_path}", image_size=12, channels=1)
+    images, labels = source[np.arange(6)]
+    assert names == list(eager.class_names) == ["a", "b"]
+    np.testing.assert_allclose(images / 255.0, eager.images, atol=1e-6)
+    np.testing.assert_array_equal(labels, eager.labels)
+
+
 def test_task_is_balanced_reproducible_and_labelled(rng):
     images = data.load_phantom(8, image_size=24).images
     a = data.corruption_task(jax.random.key(3), images)

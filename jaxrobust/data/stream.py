@@ -43,8 +43,8 @@ class ElementSource:
     """An element-wise source (`source[i]` one example) read in batches.
 
     Args:
-        source: `len()` and `__getitem__(int)` (and optionally `__getitems__(list)`, as
-            tfds' `data_source` has), each item a dict or an `(image, label)` pair.
+        source: `len()` and `__getitem__(int)` (tfds' `data_source`, a grain
+            `MapDataset`), each item a dict or an `(image, label)` pair.
         image_key, label_key: the dict keys (tfds: `image`, `label`); `label_key=None`
             for unlabelled data.
         transform: applied to each image (an `(H, W[, C])` array) before the batch is
@@ -61,8 +61,7 @@ class ElementSource:
 
     def __getitem__(self, idx):
         idx = [int(i) for i in np.asarray(idx)]
-        getitems = getattr(self.source, "__getitems__", None)
-        items = list(getitems(idx)) if getitems else [self.source[i] for i in idx]
+        items = [self.source[i] for i in idx]
         if items and isinstance(items[0], dict):
             images = [np.asarray(it[self.image_key]) for it in items]
             labels = None if self.label_key is None else [it[self.label_key] for it in items]
