@@ -259,3 +259,20 @@ def test_bad_sources_fail_with_one_clear_error_before_any_compute(setup):
             sweep.run(jax.random.key(0), clf, source, **kw)
     with pytest.raises(ValueError, match="returns its own labels"):
         sweep.run(jax.random.key(0), clf, _Source(u8, np.arange(5)), np.arange(5), **kw)
+
+
+def test_a_grain_dataset_sweeps_as_the_array(setup):
+    grain = pytest.importorskip("grain", reason="grain is not installed (pip install grain)")
+    from jaxrobust.data import stream
+
+    images, apply_fn, params, levels = setup
+    u8 = np.round(images * 255).astype(np.uint8)
+    ds = grain.MapDataset.source(list(range(5))).map(
+        lambda i: {"image": u8[i], "label": i % 4})  # a lazy grain pipeline
+    kw = dict(corruptions=("gaussian_noise",), levels=levels, class_names={"m": CLASSES},
+              batch_size=2, log=lambda s: None)
+    got, _ = sweep.run(jax.random.key(1), {"m": (apply_fn, params)}, stream.ElementSource(ds),
+                       **kw)
+    want, _ = sweep.run(jax.random.key(1), {"m": (apply_fn, params)}, images,
+                        np.arange(5) % 4, **kw)
+    pd.testing.assert_frame_equal(got, want)
