@@ -171,6 +171,11 @@ def initialize_processes(coordinator: str | None = None, num_processes: int | No
             `coordinator="auto"`: JAX's own detection (Slurm, Open MPI, Cloud TPU).
         timeout: seconds to wait for the coordinator.
 
+    A process of the job that dies can be rerun with its own command: the job is
+    made recoverable (`jax_enable_recoverability`), so it rejoins and the others go on
+    (the sweep exchanges nothing through JAX). At exit, process 0 waits for the others
+    to leave before it stops the coordination service.
+
     Returns:
         True when several processes were joined.
 
@@ -212,6 +217,34 @@ def initialize_processes(coordinator: str | None = None, num_processes: int | No
                                      f"s ({e}); start process 0 with the same --coordinator, "
                                      "or check the address and port.") from None
                 time.sleep(0.5)
+    # The sweep exchanges nothing through JAX, so a process may die and be rerun while
+    # the others go on: the coordination service lets a restarted task rejoin.
+    jax.config.update("jax_enable_recoverability", True)
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
                                process_id=process_id, initialization_timeout=int(timeout))
+    import atexit
+
+    atexit.register(_leave, process_id, num_processes)  # runs before JAX's own exit hook
     return True
+
+
+def _leave(process_id: int, num_processes: int, wait_s: float = 120.0) -> None:
+    """An orderly exit from `jax.distributed`: the other processes say they are leaving
+    and disconnect; process 0 (which runs the coordination service) waits for them (at
+    most `wait_s`) before it stops the service. Without this, a process that finished
+    last (a rerun one, say) would find the service gone and be aborted by JAX."""
+    from jax._src import distributed
+
+    client = distributed.global_state.client
+    if client is None:
+        return
+    try:
+        if process_id == 0:
+            for i in range(1, num_processes):
+                client.blocking_key_value_get(f"jaxrobust/leaving/{i}", int(wait_s * 1000))
+        else:
+            client.key_value_set(f"jaxrobust/leaving/{process_id}", "1",
+                                 allow_overwrite=True)
+            jax.distributed.shutdown()
+    except Exception:  # noqa: BLE001 - a process that never comes back: exit anyway
+        pass

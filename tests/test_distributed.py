@@ -140,9 +140,10 @@ def test_two_and_three_processes_equal_one_and_read_only_their_share(jobs):
                 np.testing.assert_array_equal(got[k], want[k], err_msg=k)
 
 
-def test_a_killed_job_resumes_without_repeating_or_losing_cells(tmp_path, jobs):
+def test_a_killed_process_rerun_with_its_command_completes_the_job(tmp_path, jobs):
     out = tmp_path / "job"
-    procs = _job(out, 2, delay=0.5)
+    port = _port()
+    procs = [_start(out, 2, 0, port), _start(out, 2, 1, port, delay=0.5)]
     seen = 0
     for line in procs[1].stdout:  # process 1 dies after its third cell ...
         seen += line.startswith("saved a cell")
@@ -150,12 +151,11 @@ def test_a_killed_job_resumes_without_repeating_or_losing_cells(tmp_path, jobs):
             procs[1].send_signal(signal.SIGKILL)
             break
     procs[1].wait(timeout=60)
-    procs[0].send_signal(signal.SIGKILL)  # ... and the job with it (JAX stops the rest)
-    procs[0].wait(timeout=60)
     before = {p: p.stat().st_mtime_ns for p in _cells(out)}
     assert 3 <= len(before) < CELLS and not (out / "results.csv").exists()
-    logs = _finish(_job(out, 2))  # the same commands again
-    assert any("chunks resumed" in log for log in logs)
+    again = _start(out, 2, 1, port)  # ... and its command is run again, alone
+    logs = _finish([procs[0], again])  # process 0 waited for it and finishes the job
+    assert "chunks resumed" in logs[1]
     assert len(_cells(out)) == CELLS
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())  # not recomputed
     table, per_image = _results(out)
