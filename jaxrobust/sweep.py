@@ -284,15 +284,8 @@ def engine(key: jax.Array, classifiers: Mapping[str, tuple[Callable, object]], s
     n = len(source)
     original = jnp.asarray(original if original is not None else (-1,) * len(fns), jnp.int32)
     limit = jnp.float32(np.inf if limit_ssim is None else limit_ssim)
-    fmt = {"like": None, "labelled": any(e is None for ex in expected.values() for e in ex)}
-
-    def read(idx):
-        images, labels = source[idx]
-        images, labels = stream.check_chunk(images, labels, idx, like=fmt["like"],
-                                            num_classes=num_classes,
-                                            labelled=fmt["labelled"] or None)
-        fmt["like"] = (images.shape[1:], images.dtype)
-        return images, labels
+    labelled = any(e is None for ex in expected.values() for e in ex)
+    read = stream.checked_reader(source, num_classes=num_classes, labelled=labelled or None)
 
     def expect(name, labels, size):  # (size, models) expected classes
         return np.stack([labels if e is None else np.full(size, e, np.int32)

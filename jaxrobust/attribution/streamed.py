@@ -69,13 +69,10 @@ def _job(name, source, batch_size, devices, cells_dir, record, run, *, units, lo
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
     mesh = local_mesh(devices)
     ndev = mesh.devices.size
-    fmt = {"like": None}
+    checked = stream.checked_reader(source, labelled=labelled or None)
 
-    def read(idx):
-        images, labels = source[idx]
-        images, labels = stream.check_chunk(images, labels, idx, like=fmt["like"],
-                                            num_classes=None, labelled=labelled or None)
-        fmt["like"] = (images.shape[1:], images.dtype)
+    def read(idx):  # unlabelled data explains its predictions: labels are placeholders
+        images, labels = checked(idx)
         return images, (np.zeros(len(idx), np.int32) if labels is None else labels)
 
     read(np.arange(1))  # checked before any compute

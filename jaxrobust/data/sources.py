@@ -297,40 +297,22 @@ def load_phantom(n: int = 96, *, image_size: int = 64, seed: int = 0) -> Dataset
 
 def load_tfds(name: str, *, image_size: int, channels: int = 1, split: str = "train",
               limit: int | None = None, data_dir: str | None = None) -> Dataset:
-    """A TensorFlow Datasets set prepared locally, read with `tfds.data_source`.
+    """A TensorFlow Datasets set prepared locally, read whole with `tfds.data_source`
+    (through `data.stream.tfds_source`, so each image is converted as a streamed one).
 
     No TensorFlow is needed and nothing is downloaded: the data must already be in
     `data_dir` (TFDS' default if None). Needs the optional `tensorflow-datasets`.
     """
-    try:
-        import tensorflow_datasets as tfds
-    except ImportError as e:
-        raise ValueError(f"tfds:{name} needs tensorflow-datasets: "
-                         "pip install tensorflow-datasets") from e
-    try:
-        source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
-        builder = tfds.builder(name, data_dir=data_dir)
-        label_names = builder.info.features["label"].names
-    except Exception as e:  # noqa: BLE001 - tfds raises many kinds for "not prepared"
-        raise ValueError(f"tfds:{name} is not available locally ({type(e).__name__}: {e}); "
-                         "prepare it first with tfds.builder(name).download_and_prepare().") from e
+    from jaxrobust.data import stream
+
+    source, names = stream.tfds_source(name, split=split, image_size=image_size,
+                                       channels=channels, data_dir=data_dir)
     count = len(source) if limit is None else min(limit, len(source))
-    images, labels = [], []
-    for i in range(count):
-        example = source[i]
-        image = np.asarray(example["image"], np.float64) / 255.0
-        if image.ndim == 2:
-            image = image[..., None]
-        if channels == 1 and image.shape[-1] == 3:
-            image = image.mean(-1, keepdims=True)
-        elif channels == 3 and image.shape[-1] == 1:
-            image = np.repeat(image, 3, -1)
-        images.append(_resize(image, image_size))
-        labels.append(int(example["label"]))
-    if not images:
+    if not count:
         raise ValueError(f"tfds:{name} split {split!r} is empty.")
-    return Dataset(quantize(np.asarray(images)), np.asarray(labels, np.int32),
-                   tuple(label_names), f"tfds:{name}")
+    images, labels = source[np.arange(count)]
+    return Dataset((images / 255.0).astype(np.float32), np.asarray(labels, np.int32),
+                   tuple(names), f"tfds:{name}")
 
 
 def load(source: str, *, image_size: int, channels: int = 1, strict: bool = False,

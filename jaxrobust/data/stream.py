@@ -149,6 +149,22 @@ def source_digest(source, *, samples: int = 16) -> str:
     return h.hexdigest()[:16]
 
 
+def checked_reader(source, *, num_classes: int | None = None, labelled: bool | None = None):
+    """`read(indices) -> (images, labels)` over `source`, each chunk checked by
+    `check_chunk` against the first one read (shape and dtype)."""
+    like = []
+
+    def read(idx):
+        images, labels = source[idx]
+        images, labels = check_chunk(images, labels, idx, like=like[0] if like else None,
+                                     num_classes=num_classes, labelled=labelled)
+        if not like:
+            like.append((images.shape[1:], images.dtype))
+        return images, labels
+
+    return read
+
+
 def check_chunk(images, labels, idx: Sequence[int], *, like: tuple | None,
                 num_classes: int | None, labelled: bool | None):
     """`(images, labels)` as the sweep takes them, or one error naming the problem.
@@ -218,23 +234,39 @@ def open_source(spec: str, *, image_size: int, channels: int = 1):
             images = images[..., None]
         return ArraySource(images, labels), None
     if spec.startswith("tfds:"):
-        from jaxrobust.data import sources
-
         name, _, split = spec[5:].partition("/")
-        try:
-            import tensorflow_datasets as tfds
-
-            items = tfds.data_source(name, split=split or "test", download=False)
-            names = list(tfds.builder(name).info.features["label"].names)
-        except Exception as e:  # noqa: BLE001 - tfds raises many kinds for "not prepared"
-            raise ValueError(f"{spec} is not available locally ({type(e).__name__}: {e}); "
-                             "prepare it with tfds.builder(name).download_and_prepare().") \
-                from None
-
-        def resize(image):
-            out = sources.prepare_image(image / 255.0, image_size, channels)
-            return np.round(np.clip(out, 0, 1) * 255).astype(np.uint8)
-
-        return ElementSource(items, transform=resize), names
+        return tfds_source(name, split=split or "test", image_size=image_size,
+                           channels=channels)
     raise ValueError(f"unknown streamed source {spec!r}; use folder:PATH, "
                      "npy:IMAGES.npy[,LABELS.npy] or tfds:NAME[/SPLIT].")
+
+
+def tfds_source(name: str, *, split: str, image_size: int, channels: int = 1,
+                data_dir: str | None = None):
+    """A prepared TensorFlow Datasets set as a lazy source, `(source, class names)`:
+    `tfds.data_source` (no TensorFlow, nothing downloaded), each image converted as
+    `folder:` images are (gray or RGB, anti-aliased resize, 8-bit) when read.
+
+    Raises:
+        ValueError: tensorflow-datasets missing, or the set not prepared in `data_dir`.
+    """
+    from jaxrobust.data import sources
+
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as e:
+        raise ValueError(f"tfds:{name} needs tensorflow-datasets: "
+                         "pip install tensorflow-datasets") from e
+    try:
+        items = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+        names = list(tfds.builder(name, data_dir=data_dir).info.features["label"].names)
+    except Exception as e:  # noqa: BLE001 - tfds raises many kinds for "not prepared"
+        raise ValueError(f"tfds:{name} is not available locally ({type(e).__name__}: {e}); "
+                         "prepare it first with tfds.builder(name).download_and_prepare().") \
+            from None
+
+    def convert(image):
+        out = sources.prepare_image(image / 255.0, image_size, channels)
+        return np.round(np.clip(out, 0, 1) * 255).astype(np.uint8)
+
+    return ElementSource(items, transform=convert), names
