@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from sweep_files import cells, results, same
 
 SCRIPT = textwrap.dedent("""
     import json, sys, time
@@ -93,22 +94,6 @@ def _finish(procs):
     return logs
 
 
-def _results(out):
-    with np.load(out / "per_image.npz") as z:
-        return pd.read_csv(out / "results.csv"), {k: z[k] for k in z.files}
-
-
-def _same(a, b):
-    pd.testing.assert_frame_equal(a[0], b[0])
-    assert a[1].keys() == b[1].keys()
-    for k in a[1]:
-        np.testing.assert_array_equal(a[1][k], b[1][k], err_msg=k)
-
-
-def _cells(out):
-    return sorted(p for p in (out / "cells").rglob("*.npz") if ".tmp" not in p.name)
-
-
 @pytest.fixture(scope="module")
 def jobs(tmp_path_factory):
     """The same sweep and streamed IG on 1, 2 and 3 processes (run side by side)."""
@@ -121,9 +106,9 @@ def jobs(tmp_path_factory):
 
 def test_two_and_three_processes_equal_one_and_read_only_their_share(jobs):
     tmp_path = jobs
-    one = _results(tmp_path / "p1")
+    one = results(tmp_path / "p1")
     for n in (2, 3):
-        _same(_results(tmp_path / f"p{n}"), one)
+        same(results(tmp_path / f"p{n}"), one)
         assert not (tmp_path / f"p{n}" / "results.csv.tmp").exists()
         reads = [json.loads((tmp_path / f"p{n}" / f"reads_{i}.json").read_text())
                  for i in range(n)]
@@ -151,16 +136,16 @@ def test_a_killed_process_rerun_with_its_command_completes_the_job(tmp_path, job
             procs[1].send_signal(signal.SIGKILL)
             break
     procs[1].wait(timeout=60)
-    before = {p: p.stat().st_mtime_ns for p in _cells(out)}
+    before = {p: p.stat().st_mtime_ns for p in cells(out / "cells")}
     assert 3 <= len(before) < CELLS and not (out / "results.csv").exists()
     again = _start(out, 2, 1, port)  # ... and its command is run again, alone
     logs = _finish([procs[0], again])  # process 0 waited for it and finishes the job
     assert "chunks resumed" in logs[1]
-    assert len(_cells(out)) == CELLS
+    assert len(cells(out / "cells")) == CELLS
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())  # not recomputed
-    table, per_image = _results(out)
+    table, per_image = results(out)
     assert not table.duplicated(["model", "corruption", "step"]).any() and len(table) == 6
-    _same((table, per_image), _results(jobs / "p1"))  # the uninterrupted one-process run
+    same((table, per_image), results(jobs / "p1"))  # the uninterrupted one-process run
 
 
 def test_an_unreachable_coordinator_fails_with_one_line(tmp_path):

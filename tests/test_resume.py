@@ -6,8 +6,7 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
-import pandas as pd
+from sweep_files import cells, results, same
 
 SCRIPT = textwrap.dedent("""
     import sys, time
@@ -52,28 +51,11 @@ def _finish(proc):
     return out
 
 
-def _results(out):
-    table = pd.read_csv(out / "results.csv")
-    with np.load(out / "per_image.npz") as z:
-        return table, {k: z[k] for k in z.files}
-
-
-def _same(a, b):
-    pd.testing.assert_frame_equal(a[0], b[0])
-    assert a[1].keys() == b[1].keys()
-    for k in a[1]:
-        np.testing.assert_array_equal(a[1][k], b[1][k], err_msg=k)
-
-
-def _cells(out):
-    return sorted(p for p in (out / "sweep_cells").rglob("*.npz") if ".tmp" not in p.name)
-
-
 def test_four_devices_equal_one(tmp_path):
     one, four = _start(tmp_path / "one"), _start(tmp_path / "four", devices=4)
     assert "devices 1" in _finish(one)
     assert "devices 4" in _finish(four)
-    _same(_results(tmp_path / "one"), _results(tmp_path / "four"))
+    same(results(tmp_path / "one"), results(tmp_path / "four"))
 
 
 def test_killed_sweep_resumes_without_repeating_or_losing_cells(tmp_path):
@@ -89,13 +71,13 @@ def test_killed_sweep_resumes_without_repeating_or_losing_cells(tmp_path):
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     _finish(whole)
-    before = {p: p.stat().st_mtime_ns for p in _cells(killed)}
+    before = {p: p.stat().st_mtime_ns for p in cells(killed / "sweep_cells")}
     assert 7 <= len(before) < CELLS and not (killed / "results.csv").exists()
     log = _finish(_start(killed))
     assert "chunks resumed" in log
-    after = _cells(killed)
+    after = cells(killed / "sweep_cells")
     assert len(after) == CELLS
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())  # not recomputed
-    table, per_image = _results(killed)
+    table, per_image = results(killed)
     assert not table.duplicated(["model", "corruption", "step"]).any() and len(table) == 9
-    _same((table, per_image), _results(tmp_path / "whole"))
+    same((table, per_image), results(tmp_path / "whole"))
