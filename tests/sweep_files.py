@@ -23,3 +23,15 @@ def same(a, b):
 def cells(folder):
     """The finished cell files under `folder` (no temporary leftovers), sorted."""
     return sorted(p for p in folder.rglob("*.npz") if ".tmp" not in p.name)
+
+
+#: Script lines (for a sweep run with `python -c`) that announce each saved cell on
+#: stdout and then pause `delay` seconds, so that a test can kill the sweep mid-way.
+SLOW_SAVES = """
+save = store.SweepStore.save
+def save_slowly(self, *args):  # each saved cell is announced, then a pause
+    save(self, *args)
+    print("saved a cell", flush=True)
+    time.sleep(delay)
+store.SweepStore.save = save_slowly
+"""

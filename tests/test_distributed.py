@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from sweep_files import cells, results, same
+from sweep_files import SLOW_SAVES, cells, results, same
 
 SCRIPT = textwrap.dedent("""
     import json, sys, time
@@ -40,12 +40,7 @@ SCRIPT = textwrap.dedent("""
     source = Source()
     net = models.get("small_cnn", num_classes=4, input_shape=(20, 20, 1), width=0.25,
                      hidden=8, seed=1)
-    save = store.SweepStore.save
-    def save_slowly(self, *args):  # each saved cell is announced, then a pause
-        save(self, *args)
-        print("saved a cell", flush=True)
-        time.sleep(delay)
-    store.SweepStore.save = save_slowly
+    {SLOW_SAVES}
     table, per_image = sweep.run(
         jax.random.key(1), {"m": models.pure(net)}, source,
         levels={"scale_up": [0.0, 1.5, 4.0], "gaussian_noise": [0.0, 0.05, 0.2]},
@@ -63,7 +58,7 @@ SCRIPT = textwrap.dedent("""
         if jax.process_index() == 0:
             np.savez(out + "/ig.npz", **{k: v for k, v in ig.items() if k != "seconds"})
     print("done", jax.process_count(), flush=True)
-""")
+""").replace("{SLOW_SAVES}", SLOW_SAVES)
 CELLS = 2 * 7  # corruptions x cells of 2 images (13 images)
 
 

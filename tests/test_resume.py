@@ -6,7 +6,7 @@ import subprocess
 import sys
 import textwrap
 
-from sweep_files import cells, results, same
+from sweep_files import SLOW_SAVES, cells, results, same
 
 SCRIPT = textwrap.dedent("""
     import sys, time
@@ -20,21 +20,14 @@ SCRIPT = textwrap.dedent("""
     levels = {"scale_up": [0.0, 1.5, 4.0], "median_blur": [0.0, 2.0, 5.0],
               "gaussian_noise": [0.0, 0.05, 0.2]}
 
-    save = store.SweepStore.save
-
-    def save_slowly(self, *args):  # each saved cell is announced, then a pause
-        save(self, *args)
-        print("saved a cell", flush=True)
-        time.sleep(delay)
-
-    store.SweepStore.save = save_slowly
+    {SLOW_SAVES}
     table, per_image = sweep.run(
         jax.random.key(1), {"m": models.pure(net)}, images, np.arange(12) % 4, levels=levels,
         batch_size=2, cells_dir=out + "/sweep_cells", log=print,
         class_names={"m": ["original", "scale_up", "median_blur", "gaussian_noise"]})
     store.write_results(out, table, per_image)
     print("devices", jax.device_count(), flush=True)
-""")
+""").replace("{SLOW_SAVES}", SLOW_SAVES)
 CELLS = 3 * 6  # corruptions x chunks of 2 images
 
 
