@@ -64,22 +64,6 @@ def _schedule(names, levels, shape, protocol):
     return schedule
 
 
-def as_source(images, labels=None):
-    """`images` as a data source (`jaxrobust.data.stream`): arrays (a `numpy.memmap`
-    too) are wrapped in an `ArraySource`; an object with `len()` and
-    `__getitem__(indices) -> (images, labels)` is taken as it is (then `labels` must be
-    None: the source returns them)."""
-    if isinstance(images, np.ndarray | jax.Array | list | tuple):
-        return stream.ArraySource(images, labels)
-    if not (hasattr(images, "__len__") and hasattr(images, "__getitem__")):
-        raise ValueError(f"images must be an (N, H, W, C) array or a data source with len() "
-                         f"and __getitem__(indices) -> (images, labels), got "
-                         f"{type(images).__name__}.")
-    if labels is not None:
-        raise ValueError("a data source returns its own labels; pass labels=None.")
-    return images
-
-
 def auto_batch_size(program, consts, sample, expected, levels, *, devices: int, n: int,
                     fraction: float = 0.25, budget_bytes: float | None = None,
                     largest: int = 512) -> int:
@@ -240,7 +224,7 @@ def engine(key: jax.Array, classifiers: Mapping[str, tuple[Callable, object]], s
     Args:
         classifiers: name -> `(apply_fn, params)`, `apply_fn(params, (B, H, W, C)) ->
             logits (B, K)`.
-        source: a data source (`as_source`): chunks are read as they are computed,
+        source: a data source (`data.stream.as_source`): chunks are read as they are computed,
             the next one on a host thread while the current one runs, and checked
             (`data.stream.check_chunk`); uint8 images are converted on device.
         schedule: corruption name -> 1-D float64 levels (checked by the caller).
@@ -473,7 +457,7 @@ def run(key: jax.Array, classifiers: Mapping[str, tuple[Callable, object]], imag
         identity corruption).
     """
     names = _check(classifiers, corruptions, target, protocol)
-    source = as_source(images, labels)
+    source = stream.as_source(images, labels)
     n = len(source)
     if n == 0:
         raise ValueError("no images to sweep.")

@@ -61,7 +61,7 @@ def _drift_program(apply_fn, corruption, levels, method, steps, targets, mesh):
 def _job(name, source, batch_size, devices, cells_dir, record, run, *, units, log, progress,
          wait_timeout, labelled):
     """Shared driver: checks, store, `run_cells`, assembly and timing."""
-    source = stream.ArraySource(source) if isinstance(source, np.ndarray) else source
+    source = stream.as_source(source)
     n = len(source)
     if n == 0:
         raise ValueError("no images to explain.")
@@ -108,7 +108,7 @@ def integrated_gradients_source(apply_fn: Callable, params, source, *, targets: 
 
     Args:
         apply_fn, params: the classifier, `apply_fn(params, (B, H, W, C)) -> (B, K)`.
-        source: an `(N, H, W, C)` array or a data source (`sweep.as_source`): uint8 or
+        source: an `(N, H, W, C)` array or a data source (`data.stream.as_source`): uint8 or
             float images in [0, 1], read `batch_size x devices` at a time.
         targets: `labels` (the source's) or `predicted` (the model's on the clean image).
         steps, method, baseline: as `integrated_gradients` (a baseline kind).
@@ -127,7 +127,6 @@ def integrated_gradients_source(apply_fn: Callable, params, source, *, targets: 
     """
     if targets not in TARGETS:
         raise ValueError(f"targets must be one of {TARGETS}, got {targets!r}.")
-    mesh_devices = devices
 
     def run(mesh, size, idx, rows, images, labels, sizes):
         program = _ig_program(apply_fn, steps, method, baseline, targets, keep_maps, mesh)
@@ -136,7 +135,7 @@ def integrated_gradients_source(apply_fn: Callable, params, source, *, targets: 
     record = {"format": 2, "job": "ig", "steps": steps, "method": method,
               "baseline": baseline, "targets": targets, "keep_maps": keep_maps,
               "models": _digest(*jax.tree.leaves(params))}
-    return _job("ig", source, batch_size, mesh_devices, cells_dir, record, run, units=1,
+    return _job("ig", source, batch_size, devices, cells_dir, record, run, units=1,
                 log=log, progress=progress, wait_timeout=wait_timeout,
                 labelled=targets == "labels")
 

@@ -21,6 +21,27 @@ from collections.abc import Sequence
 import numpy as np
 
 
+def as_source(images, labels=None):
+    """`images` as a data source: arrays (NumPy, JAX, a `numpy.memmap` too) are wrapped
+    in an `ArraySource`; an object with `len()` and `__getitem__(indices) -> (images,
+    labels)` is taken as it is (then `labels` must be None: the source returns them).
+
+    Raises:
+        ValueError: neither, or labels passed beside a source.
+    """
+    import jax
+
+    if isinstance(images, np.ndarray | jax.Array | list | tuple):
+        return ArraySource(images, labels)
+    if not (hasattr(images, "__len__") and hasattr(images, "__getitem__")):
+        raise ValueError(f"images must be an (N, H, W, C) array or a data source with len() "
+                         f"and __getitem__(indices) -> (images, labels), got "
+                         f"{type(images).__name__}.")
+    if labels is not None:
+        raise ValueError("a data source returns its own labels; pass labels=None.")
+    return images
+
+
 class ArraySource:
     """`(images, labels)` arrays as a source: `source[idx]` is `images[idx], labels[idx]`."""
 
