@@ -22,7 +22,7 @@ from jaxrobust.attribution.checks import attribution_drift
 from jaxrobust.attribution.gradients import integrated_gradients
 from jaxrobust.data import stream
 from jaxrobust.sharding import local_mesh, shard_batch
-from jaxrobust.store import SweepStore, _digest, run_cells
+from jaxrobust.store import FORMAT, SweepStore, _digest, run_cells
 
 TARGETS = ("labels", "predicted")
 
@@ -132,7 +132,7 @@ def integrated_gradients_source(apply_fn: Callable, params, source, *, targets: 
         program = _ig_program(apply_fn, steps, method, baseline, targets, keep_maps, mesh)
         return _cut(program(params, images[rows], labels[rows]), sizes, size)
 
-    record = {"format": 2, "job": "ig", "steps": steps, "method": method,
+    record = {"format": FORMAT, "job": "ig", "steps": steps, "method": method,
               "baseline": baseline, "targets": targets, "keep_maps": keep_maps,
               "models": _digest(*jax.tree.leaves(params))}
     return _job("ig", source, batch_size, devices, cells_dir, record, run, units=1,
@@ -172,7 +172,7 @@ def attribution_drift_source(key, apply_fn: Callable, params, source, *, corrupt
         return _cut(program(params, key, images[rows], labels[rows],
                             idx[rows].astype(np.int32)), sizes, size)
 
-    record = {"format": 2, "job": "drift", "corruption": name, "levels": list(levels),
+    record = {"format": FORMAT, "job": "drift", "corruption": name, "levels": list(levels),
               "method": method, "steps": steps, "targets": targets,
               "key": _digest(jax.random.key_data(key)),
               "models": _digest(*jax.tree.leaves(params))}
