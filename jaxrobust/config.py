@@ -35,6 +35,9 @@ class TaskConfig:
 
     corruptions: list[str] = dataclasses.field(
         default_factory=lambda: ["scale_up", "median_blur", "gaussian_noise"])
+    #: the benchmark whose parameters the ImageNet-C corruptions follow:
+    #: imagenet | cifar10 | tinyimagenet | imagenet64 (corruptions.tables)
+    table: str = "imagenet"
 
 
 @dataclasses.dataclass
@@ -87,6 +90,9 @@ class SweepConfig:
     ssim_data_range: float | None = None  # None: the protocol's (continuous 1, study 2)
     limit_ssim: float | None = None  # the study's limit value: above it, label `original`
     critical_fraction: float = 0.5   # critical level / SSIM: where accuracy crosses this x clean
+    #: the benchmark whose parameters the ImageNet-C corruptions follow:
+    #: imagenet | cifar10 | tinyimagenet | imagenet64 (corruptions.tables)
+    table: str = "imagenet"
 
 
 @dataclasses.dataclass
@@ -289,6 +295,10 @@ def validate(config: Config, *, trains: bool = True) -> Config:
                                  for v in levels):
             raise ValueError(f"config: sweep.levels.{name} must be a non-empty list of "
                              f"numbers, got {levels!r}.")
+    for where, table in (("task.table", config.task.table), ("sweep.table", config.sweep.table)):
+        if table not in corruptions.tables.BENCHMARKS:
+            raise ValueError(f"config: {where} {table!r}; use one of "
+                             f"{', '.join(corruptions.tables.BENCHMARKS)}.")
     if config.sweep.ssim_data_range is not None and not config.sweep.ssim_data_range > 0:
         raise ValueError(f"config: sweep.ssim_data_range must be positive, got "
                          f"{config.sweep.ssim_data_range}.")

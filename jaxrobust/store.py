@@ -37,10 +37,12 @@ FORMAT = 2
 
 def fingerprint(key, classifiers, data: str, names, schedule, target, class_names,
                 ssim_data_range: float = 1.0, *, limit_ssim: float | None = None,
-                top_k=(1,), keep_probs: bool = False) -> dict:
+                top_k=(1,), keep_probs: bool = False, table: str = "imagenet") -> dict:
     """Short hashes of everything a sweep's results depend on, by component; `data` is
-    the source's digest (`data.stream.source_digest`: images and labels)."""
-    return {
+    the source's digest (`data.stream.source_digest`: images and labels); the
+    corruption table when it is not the default `imagenet`."""
+    extra = {} if table == "imagenet" else {"table": table}
+    return {**extra,
         "format": FORMAT,
         "ssim_data_range": float(ssim_data_range),
         "images": data,

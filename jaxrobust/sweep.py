@@ -49,17 +49,18 @@ def _check(classifiers, corruptions, target, protocol):
     return [registry.get(c).name for c in corruptions]
 
 
-def _schedule(names, levels, shape, protocol):
+def _schedule(names, levels, shape, protocol, table=registry.tables.DEFAULT):
     schedule = {}
     for name in names:
+        corruption = registry.get(name, table=table)
         lv = np.asarray(levels[name] if levels and name in levels else
-                        registry.seed_levels(name, image_size=shape[0], protocol=protocol),
-                        np.float64)
-        low = registry.get(name).min_level
-        top = registry.get(name).max_level(shape[0], shape[1])
+                        registry.seed_levels(name, image_size=shape[0], protocol=protocol,
+                                             table=table), np.float64)
+        low = corruption.min_level
+        top = corruption.max_level(shape[0], shape[1])
         if lv.ndim != 1 or len(lv) == 0 or lv.min() < low or lv.max() > top:
             raise ValueError(f"levels for {name} must be a non-empty list in [{low:g}, {top:g}] "
-                             f"({registry.get(name).level_meaning}); got {lv.tolist()[:5]}...")
+                             f"({corruption.level_meaning}); got {lv.tolist()[:5]}...")
         schedule[name] = lv
     return schedule
 
@@ -217,6 +218,7 @@ def engine(key: jax.Array, classifiers: Mapping[str, tuple[Callable, object]], s
            batch_size: int | None = None, ssim_data_range: float = 1.0,
            store: SweepStore | None = None, devices: int | None = None,
            num_classes: int | None = None, wait_timeout: float = 3600.0,
+           table: str = registry.tables.DEFAULT,
            log: Callable[[str], None] = print, progress: bool | None = None) -> SweepArrays:
     """Corrupts every image at every level of every corruption, scores SSIM, predicts,
     and reduces each (image, level) to a record on device.
@@ -246,6 +248,7 @@ def engine(key: jax.Array, classifiers: Mapping[str, tuple[Callable, object]], s
         num_classes: labels must lie in `[0, num_classes)`.
         wait_timeout: with several processes, seconds to wait for another process's
             next cell before giving up with an error naming the missing cells.
+        table: the benchmark whose parameters the kernels use (`corruptions.get`).
         log, progress: one line per corruption; a bar per corruption.
 
     Several processes (after `jax.distributed.initialize`): the cells (`batch_size`
@@ -282,7 +285,8 @@ def engine(key: jax.Array, classifiers: Mapping[str, tuple[Callable, object]], s
         first = c_index == 0
         lv = jnp.asarray(registry.kernel_levels(name, schedule[name]))
         consts = (params, jax.random.fold_in(key, c_index), original, limit)
-        program = _chunk_program(registry.get(name).apply, fns, mesh, float(ssim_data_range),
+        program = _chunk_program(registry.get(name, table=table).apply, fns, mesh,
+                                 float(ssim_data_range),
                                  tuple(top_k), keep_probs, first)
         start = time.perf_counter()
         # A chunk larger than the data would only compute padding copies.
@@ -380,6 +384,7 @@ def run(key: jax.Array, classifiers: Mapping[str, tuple[Callable, object]], imag
         levels: Mapping[str, np.ndarray] | None = None,
         class_names: Mapping[str, list[str]] | None = None, batch_size: int | None = None,
         target: str = "corruption_type", protocol: str = "continuous",
+        table: str = registry.tables.DEFAULT,
         ssim_data_range: float | None = None, limit_ssim: float | None = None,
         top_k: Sequence[int] | None = None, keep_probs: bool = False,
         cells_dir: str | None = None, devices: int | None = None,
@@ -416,6 +421,10 @@ def run(key: jax.Array, classifiers: Mapping[str, tuple[Callable, object]], imag
             continuous family, SSIM range 1) or `study` (the levels the study's float64
             loop computed: whole-pixel crops, float disk radii; SSIM range 2, as its
             `structural_similarity` on float64 images took). See docs/study.md.
+        table: the benchmark whose parameters and formulas the ImageNet-C
+            corruptions follow (`corruptions.tables.BENCHMARKS`): `imagenet` (default),
+            `cifar10`, `tinyimagenet`, `imagenet64`; default levels are its severities
+            0, 0.25, .., 5.
         ssim_data_range: SSIM's `data_range`; None: the protocol's (1 or 2).
         limit_ssim: the study's "limit value" (its figure 39): with `corruption_type`,
             a corrupted image whose SSIM to the clean one is above this is labelled
@@ -466,7 +475,8 @@ def run(key: jax.Array, classifiers: Mapping[str, tuple[Callable, object]], imag
     shape = first.shape[1:]
     if target == "labels" and first_labels is None:
         raise ValueError("target='labels' needs the images' labels.")
-    schedule = _schedule(names, levels, shape, protocol)
+    registry.tables.check(table)
+    schedule = _schedule(names, levels, shape, protocol, table)
     if ssim_data_range is None:
         ssim_data_range = registry.SSIM_DATA_RANGE[protocol]
     if not ssim_data_range > 0:
@@ -504,14 +514,14 @@ def run(key: jax.Array, classifiers: Mapping[str, tuple[Callable, object]], imag
     store = None if cells_dir is None else SweepStore(cells_dir, fingerprint(
         key, classifiers, stream.source_digest(source), names, schedule, target,
         class_names, ssim_data_range, limit_ssim=limit_ssim if relabel else None,
-        top_k=top_k, keep_probs=keep_probs))
+        top_k=top_k, keep_probs=keep_probs, table=table))
     arrays = engine(key, classifiers, source, {name: schedule[name] for name in names},
                     expected, original=tuple(original.values()),
                     limit_ssim=limit_ssim if relabel else None, top_k=top_k,
                     keep_probs=keep_probs, batch_size=batch_size,
                     ssim_data_range=float(ssim_data_range), store=store, devices=devices,
                     num_classes=min(counts.values()) if target == "labels" else None,
-                    wait_timeout=wait_timeout, log=log, progress=progress)
+                    wait_timeout=wait_timeout, table=table, log=log, progress=progress)
     labels = arrays.labels
     per_clean, clean_accuracy = {}, {}
     for m, pred in zip(model_names, arrays.clean, strict=True):

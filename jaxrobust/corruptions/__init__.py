@@ -11,6 +11,9 @@ everything from it.
 The suite: the corruption study's three (`scale_up`, `median_blur`,
 `gaussian_noise`), ImageNet-C's 15 + 4 (`IMAGENET_C`, `IMAGENET_C_VALIDATION`) and
 MedMNIST-C's `gamma`; `severity(name, s)` maps ImageNet-C severities to levels.
+`table=` (`tables.BENCHMARKS`) switches to CIFAR-10-C's, Tiny-ImageNet-C's or ImageNet
+64x64-C's generator: `get(name, table=...)` binds a kernel to it,
+`severity(name, s, table=...)` reads its levels.
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -22,6 +25,7 @@ Example:
     (4, 32, 32, 1)
 """
 
+from jaxrobust.corruptions import tables
 from jaxrobust.corruptions.blur import (
     defocus_blur,
     gaussian_blur,
@@ -49,6 +53,7 @@ from jaxrobust.corruptions.registry import (
     SSIM_DATA_RANGE,
     Corruption,
     get,
+    in_table,
     kernel_levels,
     names,
     register,
@@ -77,6 +82,7 @@ __all__ = [
     "gaussian_blur",
     "gaussian_noise",
     "get",
+    "in_table",
     "kernel_levels",
     "glass_blur",
     "impulse_noise",
@@ -91,6 +97,7 @@ __all__ = [
     "seed_levels",
     "severity",
     "study_intensities",
+    "tables",
     "shot_noise",
     "snow",
     "spatter",

@@ -7,6 +7,11 @@ passes...), interpolated linearly between the published severities 1..5; below 1
 output fades from the clean image to severity 1. Spatial parameters were tuned for
 224-pixel images and are scaled by `min(H, W) / reference_size` (static, default 224;
 pass the image side to get the published pixel values at any size).
+
+Every severity-level kernel takes a static `table=`: the benchmark whose parameters
+it uses (`tables.BENCHMARKS`: `imagenet`, the default, `cifar10`, `tinyimagenet`,
+`imagenet64`); its pixel parameters are then scaled from that benchmark's image side
+(`reference_size="table"`, the default).
 """
 
 from __future__ import annotations
@@ -19,18 +24,8 @@ import numpy as np
 
 from jaxrobust import _fusion, _prng
 from jaxrobust._validation import check_image, check_level
-from jaxrobust.corruptions import _ops
+from jaxrobust.corruptions import _ops, tables
 from jaxrobust.corruptions._ops import IMAGENET_C_SIZE
-
-#: (radius px, anti-alias sigma) per severity 1..5.
-DEFOCUS = ((3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5))
-#: (sigma px, max shuffle distance px, passes) per severity 1..5.
-GLASS = ((0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2))
-#: (radius px, sigma px) per severity 1..5; the angle is uniform in [-45, 45] degrees.
-MOTION = ((10, 3), (15, 5), (15, 8), (15, 12), (20, 15))
-#: (largest zoom, zoom step) per severity 1..5: zooms 1, 1 + step, ... <= largest.
-#: Severity 1 reaches 1.11: the reference's `np.arange(1, 1.11, 0.01)` has 12 values.
-ZOOM = ((1.11, 0.01), (1.15, 0.01), (1.20, 0.02), (1.24, 0.02), (1.30, 0.03))
 
 
 def default_max_sigma(shape) -> float:
@@ -90,29 +85,37 @@ def _defocus_kernel(radius, alias_blur, support: int):
     return m @ disk @ m.T
 
 
-def defocus_blur(key, image, severity, *, reference_size: int | None = IMAGENET_C_SIZE):
+def defocus_blur(key, image, severity, *, table: str = tables.DEFAULT,
+                 reference_size: int | str | None = "table"):
     """ImageNet-C's `defocus_blur`: correlation with an anti-aliased disk.
 
     `cv2.filter2D(x, -1, disk(radius, alias_blur))` with OpenCV's mirrored border,
-    computed through the FFT. Severities 1-5: `DEFOCUS`.
+    computed through the FFT; `disk` is the generators' (a 17x17 grid and a 3x3
+    anti-aliasing blur up to radius 8, then a `2 radius + 1` grid and 5x5), the same in
+    every benchmark. Severities 1-5: `tables.ROWS["defocus_blur"][table]`, (radius
+    px, anti-alias sigma).
 
     Args:
         key: unused (deterministic).
         image: `(H, W, C)` float image in [0, 1], C in {1, 3}.
         severity: `0 <= severity <= 5`, may be fractional and traced.
-        reference_size: image side the pixel parameters are for (static).
+        table: the benchmark's parameters (static).
+        reference_size: image side the pixel parameters are for (static): "table"
+            (the benchmark's), an int, or None (the published pixels at any size).
     """
     del key
     image, x, severity, ok = _ops.start(image, severity, "defocus_blur")
-    scale = _ops.size_scale(image.shape, reference_size)
-    radius, alias = _ops.table_params(DEFOCUS, jnp.maximum(severity, 1.0) - 1.0)
+    rows = tables.rows("defocus_blur", table)
+    scale = _ops.size_scale(image.shape, tables.reference_size(reference_size, table))
+    radius, alias = _ops.table_params(rows, jnp.maximum(severity, 1.0) - 1.0)
     radius = radius * scale
-    support = max(8, _ops.ceil_int(DEFOCUS[-1][0] * scale))
+    support = max(8, _ops.ceil_int(max(r for r, _ in rows) * scale))
     out = _ops.fft_correlate(x, _defocus_kernel(radius, alias, support), "mirror")
     return _ops.finish(_ops.blend_below_one(x, out, severity), ok, image)
 
 
-def glass_blur(key, image, severity, *, reference_size: int | None = IMAGENET_C_SIZE):
+def glass_blur(key, image, severity, *, table: str = tables.DEFAULT,
+               reference_size: int | str | None = "table"):
     """ImageNet-C's `glass_blur`: blur, shuffle pixels locally, blur again.
 
     Gaussian blur (`sigma`), truncation to 8 bits, then `passes` rounds in which every
@@ -130,15 +133,19 @@ def glass_blur(key, image, severity, *, reference_size: int | None = IMAGENET_C_
         key: a `jax.random` key (the displacements).
         image: `(H, W, C)` float image in [0, 1], C in {1, 3}.
         severity: `0 <= severity <= 5`, may be fractional and traced. Severities 1-5:
-            `GLASS`; fractional passes are rounded.
-        reference_size: image side the pixel parameters are for (static).
+            `tables.ROWS["glass_blur"][table]`, (sigma px, max shuffle distance px,
+            passes); fractional passes are rounded.
+        table: the benchmark's parameters (static).
+        reference_size: image side the pixel parameters are for (static): "table"
+            (the benchmark's), an int, or None (the published pixels at any size).
     """
     image, x, severity, ok = _ops.start(image, severity, "glass_blur")
     H, W = x.shape[:2]
-    scale = _ops.size_scale(image.shape, reference_size)
-    sigma, delta, passes = _ops.table_params(GLASS, jnp.maximum(severity, 1.0) - 1.0)
+    rows = tables.rows("glass_blur", table)
+    scale = _ops.size_scale(image.shape, tables.reference_size(reference_size, table))
+    sigma, delta, passes = _ops.table_params(rows, jnp.maximum(severity, 1.0) - 1.0)
     sigma, delta = sigma * scale, delta * scale
-    max_sigma = max(s for s, _, _ in GLASS) * scale
+    max_sigma = max(s for s, _, _ in rows) * scale
     blurred = _ops.gaussian_blur_image(x, sigma, max_sigma)
     y = jnp.floor(blurred * 255.0 + 1e-4) / 255.0
     ys = jnp.arange(H, dtype=jnp.float32)[:, None]
@@ -148,7 +155,7 @@ def glass_blur(key, image, severity, *, reference_size: int | None = IMAGENET_C_
     def one_pass(y, src_y, src_x, on):
         return jnp.where(on[..., None], y[src_y, src_x], y)
 
-    for i, k in enumerate(jax.random.split(key, max(p for _, _, p in GLASS))):
+    for i, k in enumerate(jax.random.split(key, max(p for _, _, p in rows))):
         d = jnp.floor(_prng.uniform(k, (2, H, W), jnp.float32, -delta, delta))
         src_y = jnp.clip(ys + d[0], 0, H - 1).astype(jnp.int32)
         src_x = jnp.clip(xs + d[1], 0, W - 1).astype(jnp.int32)
@@ -159,25 +166,30 @@ def glass_blur(key, image, severity, *, reference_size: int | None = IMAGENET_C_
     return _ops.finish(_ops.blend_below_one(x, out, severity), ok, image)
 
 
-def motion_blur(key, image, severity, *, reference_size: int | None = IMAGENET_C_SIZE):
+def motion_blur(key, image, severity, *, table: str = tables.DEFAULT,
+                reference_size: int | str | None = "table"):
     """ImageNet-C's `motion_blur`: a one-sided Gaussian streak at a random angle.
 
     `2 radius + 1` shifted copies (shift `i` pixels along the angle, weight
     `exp(-i^2 / 2 sigma^2)`), the angle uniform in [-45, 45] degrees from `key`.
-    Severities 1-5: `MOTION`. (ImageNet-C's original used ImageMagick's motion blur;
-    `imagecorruptions` and this kernel use the NumPy re-implementation.)
+    Severities 1-5: `tables.ROWS["motion_blur"][table]`, (radius px, sigma px). (The
+    generators used ImageMagick's motion blur; `imagecorruptions` and this kernel use
+    the NumPy re-implementation, for every table.)
 
     Args:
         key: a `jax.random` key (the angle).
         image: `(H, W, C)` float image in [0, 1], C in {1, 3}.
         severity: `0 <= severity <= 5`, may be fractional and traced.
-        reference_size: image side the pixel parameters are for (static).
+        table: the benchmark's parameters (static).
+        reference_size: image side the pixel parameters are for (static): "table"
+            (the benchmark's), an int, or None (the published pixels at any size).
     """
     image, x, severity, ok = _ops.start(image, severity, "motion_blur")
-    scale = _ops.size_scale(image.shape, reference_size)
-    radius, sigma = _ops.table_params(MOTION, jnp.maximum(severity, 1.0) - 1.0)
+    rows = tables.rows("motion_blur", table)
+    scale = _ops.size_scale(image.shape, tables.reference_size(reference_size, table))
+    radius, sigma = _ops.table_params(rows, jnp.maximum(severity, 1.0) - 1.0)
     angle = jax.random.uniform(key, (), jnp.float32, -45.0, 45.0)
-    max_radius = _ops.ceil_int(max(r for r, _ in MOTION) * scale)
+    max_radius = _ops.ceil_int(max(r for r, _ in rows) * scale)
     out = _ops.motion_blur_image(x, radius * scale, sigma * scale, angle, max_radius)
     return _ops.finish(_ops.blend_below_one(x, out, severity), ok, image)
 
@@ -186,24 +198,28 @@ def _zoom_count(largest, step):
     return jnp.floor((largest - 1.0) / step + 1e-4) + 1.0
 
 
-#: Most zooms any severity in [1, 5] asks for (static support of `zoom_blur`).
-MAX_ZOOMS = int(max(
-    np.floor((np.interp(s, np.arange(1, 6), [z for z, _ in ZOOM]) - 1.0)
-             / np.interp(s, np.arange(1, 6), [t for _, t in ZOOM]) + 1e-4) + 1
-    for s in np.linspace(1, 5, 401)
-))
-
-
-#: The reference's zoom lists: `np.arange(1, end, step)` per severity 1..5.
-_ZOOM_ARANGE = ((1.11, 0.01), (1.16, 0.01), (1.21, 0.02), (1.26, 0.02), (1.31, 0.03))
+@functools.lru_cache(maxsize=8)
+def zoom_table(table: str) -> tuple[tuple[tuple[float, float], ...], int]:
+    """`(rows, max_zooms)` of `zoom_blur` in benchmark `table`: per severity 1..5 the
+    (largest zoom, zoom step) of the generator's `np.arange(1, end, step)` (its float
+    end point included where NumPy's arange includes it: ImageNet-C's severity 1 reaches
+    1.11 with 12 zooms), and the most zooms any severity in [1, 5] asks for (the static
+    support)."""
+    ends = tables.rows("zoom_blur", table)
+    rows = tuple((float(np.arange(1, end, step)[-1]), float(step)) for end, step in ends)
+    grid = np.linspace(1, 5, 401)
+    largest = np.interp(grid, np.arange(1, 6), [z for z, _ in rows])
+    steps = np.interp(grid, np.arange(1, 6), [t for _, t in rows])
+    most = int(max(np.floor((largest - 1.0) / steps + 1e-4) + 1))
+    return rows, max(most, max(len(np.arange(1, e, t)) for e, t in ends))
 
 
 @functools.lru_cache(maxsize=64)
-def _published_zoom_geometry(H: int, W: int) -> np.ndarray:
-    """`(5, MAX_ZOOMS, 2, 3)` float32: per severity, zoom and axis, the reference's
+def _published_zoom_geometry(H: int, W: int, table: str) -> np.ndarray:
+    """`(5, max_zooms, 2, 3)` float32: per severity, zoom and axis, the reference's
     `(crop, size, valid)` computed in float64 as `clipped_zoom` and SciPy do."""
-    out = np.zeros((5, MAX_ZOOMS, 2, 3), np.float32)
-    for s, (end, step) in enumerate(_ZOOM_ARANGE):
+    out = np.zeros((5, zoom_table(table)[1], 2, 3), np.float32)
+    for s, (end, step) in enumerate(tables.rows("zoom_blur", table)):
         for k, zoom in enumerate(np.arange(1, end, step)):
             for a, n in enumerate((H, W)):
                 crop = int(np.ceil(n / float(zoom)))
@@ -214,26 +230,30 @@ def _published_zoom_geometry(H: int, W: int) -> np.ndarray:
     return out
 
 
-def zoom_blur(key, image, severity):
+def zoom_blur(key, image, severity, *, table: str = tables.DEFAULT):
     """ImageNet-C's `zoom_blur`: the mean of the image and its centred zooms.
 
     `(x + sum_k clipped_zoom(x, 1 + k step)) / (n + 1)` over the zooms `1 <= 1 + k step
     <= largest` (each a centre crop resized back with `scipy.ndimage.zoom(order=1)`).
-    Severities 1-5: `ZOOM`. Relative to the image, so not scaled with size.
+    Severities 1-5: the generator's zoom lists `np.arange(1, end, step)`,
+    `tables.ROWS["zoom_blur"][table]` (`zoom_table`). Relative to the image, so not
+    scaled with size.
 
     Args:
         key: unused (deterministic).
         image: `(H, W, C)` float image in [0, 1], C in {1, 3}.
         severity: `0 <= severity <= 5`, may be fractional and traced.
+        table: the benchmark's parameters (static).
     """
     del key
     image, x, severity, ok = _ops.start(image, severity, "zoom_blur")
     H, W = x.shape[:2]
-    largest, step = _ops.table_params(ZOOM, jnp.maximum(severity, 1.0) - 1.0)
+    rows, max_zooms = zoom_table(tables.check(table))
+    largest, step = _ops.table_params(rows, jnp.maximum(severity, 1.0) - 1.0)
     count = _zoom_count(largest, step)
     # At the published severities the crop geometry comes from the host, in float64
     # like the reference's: the float32 product crop * zoom can round the other way.
-    exact = jnp.asarray(_published_zoom_geometry(H, W))  # (5, MAX_ZOOMS, 2 axes, 3)
+    exact = jnp.asarray(_published_zoom_geometry(H, W, table))  # (5, zooms, 2 axes, 3)
     published = (severity >= 1) & (severity == jnp.round(severity))
     row = exact[jnp.clip(jnp.round(severity).astype(jnp.int32) - 1, 0, 4)]
 
@@ -246,7 +266,7 @@ def zoom_blur(key, image, severity):
         return acc + jnp.where(k < count, zoomed, 0.0), None
 
     pairs = _ops.column_pairs(x)  # read by every zoom
-    ks = jnp.arange(MAX_ZOOMS, dtype=jnp.float32)
+    ks = jnp.arange(max_zooms, dtype=jnp.float32)
     total, _ = jax.lax.scan(add, x, (ks, row))
     out = total / (count + 1.0)
     return _ops.finish(_ops.blend_below_one(x, out, severity), ok, image)

@@ -3,7 +3,8 @@ JPEG compression, elastic transform.
 
 All but `saturate` take their physical parameter as the level (a brightness offset, a
 contrast factor, a JPEG quality...); `saturate`'s parameters come in pairs, so it
-takes ImageNet-C's severity, continuous in `[0, 5]`.
+takes ImageNet-C's severity, continuous in `[0, 5]`, as does `elastic_transform` with
+a small-image benchmark's table (its three parameters per severity).
 """
 
 from __future__ import annotations
@@ -11,15 +12,13 @@ from __future__ import annotations
 import functools
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
 from jaxrobust import _fusion, _prng
-from jaxrobust.corruptions import _ops
-
-#: (saturation factor, saturation offset) per severity 1..5.
-SATURATE = ((0.3, 0.0), (0.1, 0.0), (2.0, 0.0), (5.0, 0.1), (20.0, 0.2))
+from jaxrobust.corruptions import _ops, tables
 
 
 def brightness(key, image, delta):
@@ -75,10 +74,11 @@ def gamma(key, image, exponent):
     return _ops.finish(x ** exponent, ok, image)
 
 
-def saturate(key, image, severity):
+def saturate(key, image, severity, *, table: str = tables.DEFAULT):
     """ImageNet-C's `saturate`: HSV saturation `s * factor + offset`, clipped.
 
-    Severities 1-5: `SATURATE` (the first two desaturate, the last three saturate);
+    Severities 1-5: `tables.ROWS["saturate"][table]`, (factor, offset) (the first two
+    desaturate, the last three saturate);
     fractional severities interpolate, below 1 the output fades from the clean image.
     A grayscale image has no saturation and is returned unchanged, as the reference
     does (it converts gray to RGB, and hue 0 maps the value back to red).
@@ -87,25 +87,23 @@ def saturate(key, image, severity):
         key: unused (deterministic).
         image: `(H, W, C)` float image in [0, 1], C in {1, 3}.
         severity: `0 <= severity <= 5`, may be fractional and traced.
+        table: the benchmark's parameters (static).
     """
     del key
     image, x, severity, ok = _ops.start(image, severity, "saturate")
+    rows = tables.rows("saturate", table)
     if x.shape[-1] == 1:
         return _ops.finish(x, ok, image)
-    factor, offset = _ops.table_params(SATURATE, jnp.maximum(severity, 1.0) - 1.0)
+    factor, offset = _ops.table_params(rows, jnp.maximum(severity, 1.0) - 1.0)
     hsv = _ops.rgb_to_hsv(x)
     hsv = hsv.at[..., 1].set(jnp.clip(hsv[..., 1] * factor + offset, 0.0, 1.0))
     out = _ops.hsv_to_rgb(hsv)
     return _ops.finish(_ops.blend_below_one(x, out, severity), ok, image)
 
 
-#: ImageNet-C's pixelate factors per severity 1..5.
-PIXELATE = (0.6, 0.5, 0.4, 0.3, 0.25)
-
-
 @functools.lru_cache(maxsize=64)
-def _pillow_pixelate_matrix(n: int, factor: float) -> np.ndarray:
-    """The exact `(n, n)` matrix of Pillow's BOX-then-NEAREST round trip at `factor`.
+def _pillow_pixelate_matrix(n: int, factor: float, up: str) -> np.ndarray:
+    """The exact `(n, n)` matrix of Pillow's BOX-down, `up`-back round trip at `factor`.
 
     Read off Pillow itself (probing the identity as a float image), so that the
     published factors reproduce its ties exactly: Pillow accumulates coordinates in
@@ -117,16 +115,21 @@ def _pillow_pixelate_matrix(n: int, factor: float) -> np.ndarray:
     eye = np.eye(n, dtype=np.float32)
     box = np.stack([np.asarray(Image.fromarray(row[None, :], "F").resize(
         (small, 1), Image.BOX))[0] for row in eye], axis=1)  # (small, n)
-    idx = np.arange(small, dtype=np.float32)[None, :]
-    back = np.asarray(Image.fromarray(idx, "F").resize((n, 1), Image.NEAREST))[0]
-    return (np.eye(small, dtype=np.float32)[back.astype(int)] @ box).astype(np.float32)
+    resample = Image.NEAREST if up == "nearest" else Image.BOX
+    back = np.stack([np.asarray(Image.fromarray(row[None, :], "F").resize(
+        (n, 1), resample))[0] for row in np.eye(small, dtype=np.float32)], axis=1)
+    return (back @ box).astype(np.float32)  # (n, small) @ (small, n)
 
 
-def _pixelate_matrix(n: int, factor):
-    """`(n, n)` matrix of Pillow's BOX downsizing to `int(n * factor)` then NEAREST back.
+def _pixelate_matrix(n: int, factor, table: str):
+    """`(n, n)` matrix of Pillow's BOX downsizing to `int(n * factor)` then back up.
 
-    At ImageNet-C's factors the matrix is Pillow's own (`_pillow_pixelate_matrix`);
-    at any other (traced) factor it is computed from Pillow's rules.
+    Up is NEAREST in `imagecorruptions` (the `imagenet` table), BOX in the small-image
+    generators; Pillow's BOX upsampling (support 1/2 pixel of the small image) picks
+    the same source pixel `floor((x + 0.5) small / n)` as NEAREST does away from ties.
+    At the table's published factors the matrix is Pillow's own
+    (`_pillow_pixelate_matrix`); at any other (traced) factor it is computed from
+    Pillow's rules.
     """
     small = jnp.maximum(jnp.floor(n * factor + 1e-4), 1.0)
     scale = n / small
@@ -142,29 +145,35 @@ def _pixelate_matrix(n: int, factor):
     back = jnp.floor((jnp.arange(n, dtype=jnp.float32) + 0.5) * small / n)
     nearest = (back[:, None] == j[None, :]).astype(jnp.float32)  # (n, small)
     out = nearest @ box
-    for c in PIXELATE:
-        out = jnp.where(factor == jnp.float32(c), jnp.asarray(_pillow_pixelate_matrix(n, c)),
-                        out)
+    up = "nearest" if table == "imagenet" else "box"
+    for c in tables.LEVELS["pixelate"][table]:
+        out = jnp.where(factor == jnp.float32(c),
+                        jnp.asarray(_pillow_pixelate_matrix(n, c, up)), out)
     return out
 
 
-def pixelate(key, image, factor):
+def pixelate(key, image, factor, *, table: str = tables.DEFAULT):
     """ImageNet-C's `pixelate`: Pillow's BOX resize to `factor` of the size, then
-    NEAREST back to the full size. Severities 1-5: 0.6, 0.5, 0.4, 0.3, 0.25.
+    back to the full size: NEAREST with the `imagenet` table (`imagecorruptions`),
+    BOX with the small-image benchmarks' (their generators). Severities 1-5:
+    `tables.LEVELS["pixelate"][table]` (ImageNet-C: 0.6, 0.5, 0.4, 0.3, 0.25).
 
     Args:
         key: unused (deterministic).
         image: `(H, W, C)` float image in [0, 1], C in {1, 3}.
         factor: `0 < factor <= 1` (the small image is `int(H * factor)` by
             `int(W * factor)`, at least 1 pixel); may be traced.
+        table: the benchmark (static): which resampling goes back up, and which
+            factors take Pillow's exact matrices.
     """
+    tables.check(table)
     del key
     image, x, factor, ok = _ops.start(image, factor, "pixelate",
                                     what="size factor", low=1e-6, high=1.0)
     H, W = x.shape[:2]
     hp = lax.Precision.HIGHEST
-    out = jnp.einsum("ij,jwc->iwc", _pixelate_matrix(H, factor), x, precision=hp)
-    out = jnp.einsum("kw,iwc->ikc", _pixelate_matrix(W, factor), out, precision=hp)
+    out = jnp.einsum("ij,jwc->iwc", _pixelate_matrix(H, factor, table), x, precision=hp)
+    out = jnp.einsum("kw,iwc->ikc", _pixelate_matrix(W, factor, table), out, precision=hp)
     return _ops.finish(out, ok, image)
 
 
@@ -270,21 +279,75 @@ def jpeg_compression(key, image, quality):
     return _ops.finish(out[:H, :W] / 255.0, ok, image)
 
 
-def elastic_transform(key, image, alpha):
-    """ImageNet-C's `elastic_transform` (as in `imagecorruptions`): a smooth random
-    displacement field, bilinear resampling with reflected borders.
+def _affine_points(h: int, w: int) -> np.ndarray:
+    """The generators' three anchor points `(x, y)` for `cv2.getAffineTransform`: the
+    centre `(h // 2, w // 2)` plus and minus `min(h, w) // 3` (as they wrote it, the
+    first coordinate from the height; square images make no difference)."""
+    centre = np.float32([h, w]) // 2
+    side = min(h, w) // 3
+    return np.float32([centre + side, [centre[0] + side, centre[1] - side], centre - side])
 
-    Each displacement component is uniform in `[-0.005 H, 0.005 H]` per pixel, blurred
-    by a Gaussian of sigma `0.01 (H, W)` (reflect, truncate 3) and multiplied by
-    `alpha`; the image is sampled at `(y + dy, x + dx)` like
-    `scipy.ndimage.map_coordinates(order=1, mode='reflect')`. Relative to the image
-    size throughout. Severities 1-5: alpha 12.5, 16.25, 21.25, 25, 30.
+
+def _elastic_small(key, x, severity, rows):
+    """The small-image generators' elastic transform at a (traced) severity: a random
+    affine warp (BORDER_REFLECT_101), then a smoothed random displacement field."""
+    H, W, _ = x.shape
+    side = float(min(H, W))
+    alpha, sigma, shift = (p * side for p in _ops.table_params(
+        rows, jnp.maximum(severity, 1.0) - 1.0))
+    k_affine, k_field = jax.random.split(key)
+    src = jnp.asarray(_affine_points(H, W))
+    dst = src + shift * jax.random.uniform(k_affine, (3, 2), jnp.float32, -1.0, 1.0)
+    # cv2.getAffineTransform(src, dst): dst = M [src; 1]; warpAffine samples the image
+    # at M^-1 (x, y) for every output pixel (x: column, y: row)
+    a = jnp.concatenate([src, jnp.ones((3, 1), jnp.float32)], axis=1)
+    m = jnp.linalg.solve(a, dst).T  # (2, 3)
+    lin_inv = jnp.linalg.inv(m[:, :2])
+    rows_, cols = jnp.meshgrid(jnp.arange(H, dtype=jnp.float32),
+                               jnp.arange(W, dtype=jnp.float32), indexing="ij")
+    out_xy = jnp.stack([cols - m[0, 2], rows_ - m[1, 2]])  # (2, H, W)
+    src_x, src_y = jnp.einsum("ij,jhw->ihw", lin_inv, out_xy,
+                              precision=lax.Precision.HIGHEST)
+    warped = _ops.bilinear_sample(x, src_y, src_x, "mirror")
+    max_sigma = max(r[1] for r in rows) * side
+    noise = _prng.uniform(k_field, (H, W, 2), jnp.float32, -1.0, 1.0)
+    field = _ops.gaussian_blur_image(noise, sigma, max_sigma, mode="reflect",
+                                     truncate=3.0) * alpha
+    return _ops.bilinear_sample(warped, rows_ + field[..., 1], cols + field[..., 0],
+                                "reflect")
+
+
+def elastic_transform(key, image, level, *, table: str = tables.DEFAULT):
+    """ImageNet-C's `elastic_transform`, in the benchmark `table`'s formula.
+
+    `imagenet` (as in `imagecorruptions`; the level is the gain `alpha`): a smooth
+    random displacement field, bilinear resampling with reflected borders. Each
+    displacement component is uniform in `[-0.005 H, 0.005 H]` per pixel, blurred by a
+    Gaussian of sigma `0.01 (H, W)` (reflect, truncate 3) and multiplied by `alpha`;
+    the image is sampled at `(y + dy, x + dx)` like `scipy.ndimage.map_coordinates(
+    order=1, mode='reflect')`. Severities 1-5: alpha 12.5, 16.25, 21.25, 25, 30.
+
+    `cifar10`, `tinyimagenet`, `imagenet64` (the level is the severity, continuous in
+    [0, 5]; `tables.ROWS["elastic_transform"][table]` holds (alpha, sigma, shift) as
+    fractions of the image side `S = min(H, W)`): first a random affine warp, the
+    three points `_affine_points` each moved by `U(-shift S, shift S)` per coordinate
+    (`cv2.getAffineTransform` + `cv2.warpAffine`, bilinear, BORDER_REFLECT_101); then
+    displacements `U(-1, 1)` per pixel blurred by sigma `sigma S` (reflect, truncate 3)
+    times `alpha S`, sampled as above. (OpenCV's warp rounds its coordinates to 1/32
+    pixel; here they are exact.)
 
     Args:
         key: a `jax.random` key.
         image: `(H, W, C)` float image in [0, 1], C in {1, 3}.
-        alpha: `0 <= alpha <= 100`; may be traced.
+        level: `imagenet`: `0 <= alpha <= 100`; the others: `0 <= severity <= 5`. May
+            be traced.
+        table: the benchmark (static).
     """
+    if tables.check(table) != "imagenet":
+        image, x, severity, ok = _ops.start(image, level, "elastic_transform")
+        out = _elastic_small(key, x, severity, tables.rows("elastic_transform", table))
+        return _ops.finish(_ops.blend_below_one(x, out, severity), ok, image)
+    alpha = level
     image, x, alpha, ok = _ops.start(image, alpha, "elastic_transform",
                                     what="displacement gain", low=0.0, high=100.0)
     H, W = x.shape[:2]

@@ -1,5 +1,6 @@
 """The corruption registry, the corruption study's intensity schedules and the
-ImageNet-C / MedMNIST-C severity tables.
+benchmarks' severity tables (ImageNet-C, CIFAR-10-C, Tiny-ImageNet-C, ImageNet
+64x64-C: `tables`; MedMNIST-C's gamma).
 
 Each corruption's level is either a physical parameter (pixels, a noise sigma, a JPEG
 quality...) or, for the corruptions whose parameters come in tuples, ImageNet-C's
@@ -12,12 +13,13 @@ default) or `study` (the levels the study's own float64 loop produced).
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 from collections.abc import Callable
 
 import numpy as np
 
-from jaxrobust.corruptions import blur, digital, weather
-from jaxrobust.corruptions._ops import IMAGENET_C_SIZE
+from jaxrobust.corruptions import blur, digital, tables, weather
 from jaxrobust.corruptions.geometric import scale_up
 from jaxrobust.corruptions.median import DEFAULT_MAX_RADIUS, disk_footprint, median_blur
 from jaxrobust.corruptions.noise import gaussian_noise, impulse_noise, shot_noise, speckle_noise
@@ -54,6 +56,8 @@ class Corruption:
             to `apply` per level; None: the levels as float32. The median's float radii
             travel as their exact footprints (`disk_footprint`), which float32 could
             not hold.
+        table: the benchmark whose parameters `apply` and `severities` follow
+            (`tables.BENCHMARKS`; `get(name, table=...)` binds another).
     """
 
     name: str
@@ -71,6 +75,7 @@ class Corruption:
     min_level: float = 0.0
     source: str = "the corruption study"
     encode: Callable[[np.ndarray], np.ndarray] | None = None
+    table: str = tables.DEFAULT
 
 
 def _crop_schedule() -> np.ndarray:
@@ -123,7 +128,7 @@ register(Corruption(
     name="gaussian_noise", apply=gaussian_noise, label="Noise",
     level_meaning="standard deviation of additive Gaussian noise, clipped to [0, 1]",
     max_level=lambda h, w: 1.0, aliases=("noise",),
-    seed_schedule=_noise_schedule, severities=(0.08, 0.12, 0.18, 0.26, 0.38),
+    seed_schedule=_noise_schedule, severities=tables.LEVELS["gaussian_noise"]["imagenet"],
     family="noise", study=True, source="the corruption study; ImageNet-C",
 ))
 
@@ -131,29 +136,27 @@ _SEVERITY = (1.0, 2.0, 3.0, 4.0, 5.0)
 _SEVERITY_MEANING = "ImageNet-C severity, continuous in [0, 5] (parameters interpolated)"
 
 
-def _suite(name, apply, label, meaning, family, severities, *, top, identity=0.0,
+def _suite(name, apply, label, meaning, family, severities=None, *, top, identity=0.0,
            low=0.0, scaled=False, source="ImageNet-C (Hendrycks & Dietterich, 2019)",
            aliases=()):
     register(Corruption(
         name=name, apply=apply, label=label, level_meaning=meaning,
         max_level=top if callable(top) else (lambda h, w, t=top: float(t)),
-        aliases=aliases, family=family, severities=tuple(float(v) for v in severities),
+        aliases=aliases, family=family, severities=tuple(float(v) for v in (
+            severities or tables.LEVELS[name][tables.DEFAULT])),
         identity_level=identity, size_scaled=scaled, min_level=low, source=source,
     ))
 
 
 _suite("shot_noise", shot_noise, "Shot noise",
-       "Poisson noise strength, 1 / photons at intensity 1", "noise",
-       (1 / 60, 1 / 25, 1 / 12, 1 / 5, 1 / 3), top=1.0)
+       "Poisson noise strength, 1 / photons at intensity 1", "noise", top=1.0)
 _suite("impulse_noise", impulse_noise, "Impulse noise",
-       "fraction of values set to 0 or 1 (salt and pepper)", "noise",
-       (0.03, 0.06, 0.09, 0.17, 0.27), top=1.0)
+       "fraction of values set to 0 or 1 (salt and pepper)", "noise", top=1.0)
 _suite("speckle_noise", speckle_noise, "Speckle noise",
-       "sigma of multiplicative Gaussian noise", "noise",
-       (0.15, 0.2, 0.35, 0.45, 0.6), top=2.0, aliases=("speckle",),
+       "sigma of multiplicative Gaussian noise", "noise", top=2.0, aliases=("speckle",),
        source="ImageNet-C (validation set); MedMNIST-C (ultrasound, OCT)")
 _suite("gaussian_blur", blur.gaussian_blur, "Gaussian blur",
-       "Gaussian sigma in pixels", "blur", (1, 2, 3, 4, 6),
+       "Gaussian sigma in pixels", "blur",
        top=lambda h, w: blur.default_max_sigma((h, w)), scaled=True,
        source="ImageNet-C (validation set)")
 _suite("defocus_blur", blur.defocus_blur, "Defocus blur", _SEVERITY_MEANING, "blur",
@@ -170,20 +173,19 @@ _suite("fog", weather.fog, "Fog", _SEVERITY_MEANING, "weather", _SEVERITY, top=5
 _suite("spatter", weather.spatter, "Spatter", _SEVERITY_MEANING, "weather", _SEVERITY,
        top=5.0, source="ImageNet-C (validation set)")
 _suite("brightness", digital.brightness, "Brightness",
-       "offset added to the HSV value (intensity for gray)", "weather",
-       (0.1, 0.2, 0.3, 0.4, 0.5), top=1.0, low=-1.0)
+       "offset added to the HSV value (intensity for gray)", "weather", top=1.0, low=-1.0)
 _suite("contrast", digital.contrast, "Contrast",
        "contrast factor about the channel mean (1 = unchanged)", "digital",
-       (0.4, 0.3, 0.2, 0.1, 0.05), top=10.0, identity=1.0)
+       top=10.0, identity=1.0)
 _suite("elastic_transform", digital.elastic_transform, "Elastic",
        "gain of the smooth random displacement field", "digital",
-       (12.5, 16.25, 21.25, 25.0, 30.0), top=100.0, aliases=("elastic",))
+       top=100.0, aliases=("elastic",))
 _suite("pixelate", digital.pixelate, "Pixelate",
        "size factor of the box-downsized image (1 = unchanged)", "digital",
-       (0.6, 0.5, 0.4, 0.3, 0.25), top=1.0, identity=1.0, low=1e-6)
+       top=1.0, identity=1.0, low=1e-6)
 _suite("jpeg_compression", digital.jpeg_compression, "JPEG",
        "JPEG quality (libjpeg scale, 100 = finest)", "digital",
-       (25, 18, 15, 10, 7), top=100.0, identity=100.0, low=1.0, aliases=("jpeg",))
+       top=100.0, identity=100.0, low=1.0, aliases=("jpeg",))
 _suite("saturate", digital.saturate, "Saturate", _SEVERITY_MEANING, "digital", _SEVERITY,
        top=5.0, source="ImageNet-C (validation set)")
 _suite("gamma", digital.gamma, "Gamma", "gamma exponent, x ** gamma (1 = unchanged)",
@@ -210,45 +212,87 @@ def names(family: str | None = None) -> list[str]:
             if family is None or c.family == family or (family == "study" and c.study)]
 
 
-def get(name: str) -> Corruption:
-    """The registered corruption called `name` (or one of its aliases).
-
-    Raises:
-        ValueError: unknown name; the message lists the known ones.
-    """
+def _canonical(name: str) -> str:
     canonical = _ALIASES.get(str(name).strip().lower())
     if canonical is None:
         known = ", ".join(f"{n} ({', '.join(c.aliases)})" if c.aliases else n
                           for n, c in _REGISTRY.items())
         raise ValueError(f"unknown corruption {name!r}; known corruptions: {known}.")
-    return _REGISTRY[canonical]
+    return canonical
 
 
-def severity(name: str, s, *, image_size: int = IMAGENET_C_SIZE) -> np.ndarray:
-    """The level of corruption `name` at ImageNet-C severity `s` (scalar or array).
+def in_table(name: str, table: str) -> bool:
+    """Whether benchmark `table` has corruption `name` (its own values or formula)."""
+    canonical, table = _canonical(name), tables.check(table)
+    return (table in tables.LEVELS.get(canonical, {})
+            or table in tables.ROWS.get(canonical, {}))
 
-    Severities 1..5 give the published table (ImageNet-C's; MedMNIST-C's for
+
+@functools.cache
+def _bound(canonical: str, table: str) -> Corruption:
+    base = _REGISTRY[canonical]
+    if table == tables.DEFAULT or not in_table(canonical, table):
+        return base
+    apply = base.apply
+    if "table" in inspect.signature(apply).parameters:
+        apply = functools.partial(apply, table=table)
+        functools.update_wrapper(apply, base.apply)
+    changes = {"apply": apply, "table": table, "source": tables.SOURCE[table],
+               "level_meaning": base.level_meaning.replace("ImageNet-C", table)}
+    if canonical in tables.LEVELS and table in tables.LEVELS[canonical]:
+        changes["severities"] = tuple(float(v) for v in tables.LEVELS[canonical][table])
+    else:  # the level is the severity (elastic's three parameters in the small tables)
+        changes.update(severities=_SEVERITY, level_meaning=_SEVERITY_MEANING,
+                       max_level=lambda h, w: 5.0, identity_level=0.0, min_level=0.0)
+    return dataclasses.replace(base, **changes)
+
+
+def get(name: str, *, table: str = tables.DEFAULT) -> Corruption:
+    """The registered corruption called `name` (or one of its aliases), bound to the
+    parameters of benchmark `table` (`tables.BENCHMARKS`).
+
+    With `table` other than `imagenet`, a corruption of that benchmark comes back with
+    its kernel's `table=` option set, its `severities` from the table, and its
+    `source` naming the generator; a corruption the benchmark lacks (the study's crop
+    and median blur, MedMNIST-C's gamma) comes back as registered. The same
+    `(name, table)` gives the same object (one compiled program per kernel).
+
+    Raises:
+        ValueError: unknown name (the message lists the known ones) or table.
+    """
+    return _bound(_canonical(name), tables.check(table))
+
+
+def severity(name: str, s, *, image_size: int | None = None,
+             table: str = tables.DEFAULT) -> np.ndarray:
+    """The level of corruption `name` at severity `s` (scalar or array) of benchmark
+    `table` (ImageNet-C by default; `tables.BENCHMARKS`).
+
+    Severities 1..5 give the published table (the benchmark's; MedMNIST-C's for
     `gamma`); fractional severities interpolate linearly between them, and between 0
     (the identity level: no corruption) and 1. For the kernels whose level *is* the
     severity, this returns `s`. Levels in pixels (`gaussian_blur`'s sigma) are scaled
-    by `image_size / 224`; the severity-level kernels scale their own pixel parameters
-    with the image they get (their `reference_size` option), and every other level is
-    relative to the image already (noise, contrast, pixelate factor, zoom...).
+    by `image_size / tables.IMAGE_SIZE[table]` (224 for ImageNet-C, 32 for CIFAR-10-C,
+    64 for the others; `image_size` None: the benchmark's own side); the
+    severity-level kernels scale their own pixel parameters with the image they get
+    (their `reference_size` option), and every other level is relative to the image
+    already (noise, contrast, pixelate factor, zoom...).
 
     Raises:
-        ValueError: `s` outside [0, 5], or a corruption without a severity table.
+        ValueError: `s` outside [0, 5], a corruption without a severity table, or an
+            unknown table.
     """
-    corruption = get(name)
+    corruption = get(name, table=table)
     if corruption.severities is None:
         raise ValueError(f"{corruption.name} has no ImageNet-C severities; its levels are "
                          f"{corruption.level_meaning} (see seed_levels).")
     s = np.asarray(s, np.float32)
     if np.any(~np.isfinite(s)) or np.any((s < 0) | (s > 5)):
         raise ValueError(f"severity must lie in [0, 5], got {s.tolist()}.")
-    table = np.asarray((corruption.identity_level, *corruption.severities), np.float32)
-    if corruption.size_scaled:
-        table = table * (image_size / IMAGENET_C_SIZE)
-    return np.interp(s, np.arange(6, dtype=np.float32), table).astype(np.float32)
+    levels = np.asarray((corruption.identity_level, *corruption.severities), np.float32)
+    if corruption.size_scaled and image_size is not None:
+        levels = levels * (image_size / tables.IMAGE_SIZE[table])
+    return np.interp(s, np.arange(6, dtype=np.float32), levels).astype(np.float32)
 
 
 PROTOCOLS = ("continuous", "study")
@@ -298,7 +342,7 @@ def _study_levels(name: str, image_size: int) -> np.ndarray:
 
 
 def seed_levels(name: str, *, image_size: int = SEED_IMAGE_SIZE,
-                protocol: str = "continuous") -> np.ndarray:
+                protocol: str = "continuous", table: str = tables.DEFAULT) -> np.ndarray:
     """The default sweep levels of corruption `name`.
 
     `protocol="study"` gives what the study's float64 loop computed (float64 array):
@@ -322,17 +366,17 @@ def seed_levels(name: str, *, image_size: int = SEED_IMAGE_SIZE,
     `gaussian_noise` sigma `0.0025 k`; pixel levels scaled by `image_size / 174` (radii
     then rounded).
 
-    Every other corruption, either protocol: 21 steps, `severity(name, s)` for s = 0,
-    0.25, .., 5.
+    Every other corruption, either protocol: 21 steps, `severity(name, s, table=table)`
+    for s = 0, 0.25, .., 5.
 
     Raises:
         ValueError: unknown corruption or protocol.
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}.")
-    corruption = get(name)
+    corruption = get(name, table=table)
     if corruption.seed_schedule is None:
-        return severity(name, np.linspace(0.0, 5.0, 21), image_size=image_size)
+        return severity(name, np.linspace(0.0, 5.0, 21), image_size=image_size, table=table)
     if protocol == "study":
         return _study_levels(corruption.name, image_size)
     levels = corruption.seed_schedule()

@@ -3,8 +3,10 @@
 Every kernel takes ImageNet-C's severity as its level, continuous in `[0, 5]`
 (parameters interpolated between the published severities; below 1 the output fades
 from the clean image), and draws everything random from its `key`. Spatial
-parameters are scaled by `min(H, W) / reference_size` (static, default 224).
-Grayscale images get the gray version of the coloured layers.
+parameters are scaled by `min(H, W) / reference_size` (static; by default the
+benchmark's image side). Every kernel takes a static `table=`, the benchmark whose
+parameters it uses (`tables.BENCHMARKS`; `imagenet` by default). Grayscale images get
+the gray version of the coloured layers.
 """
 
 from __future__ import annotations
@@ -15,25 +17,7 @@ import numpy as np
 
 from jaxrobust import _prng
 from jaxrobust._fusion import separately
-from jaxrobust.corruptions import _ops
-from jaxrobust.corruptions._ops import IMAGENET_C_SIZE
-
-#: (mean, std, zoom, threshold, streak radius px, streak sigma px, image weight).
-SNOW = ((0.1, 0.3, 3, 0.5, 10, 4, 0.8),
-        (0.2, 0.3, 2, 0.5, 12, 4, 0.7),
-        (0.55, 0.3, 4, 0.9, 12, 8, 0.7),
-        (0.55, 0.3, 4.5, 0.85, 12, 8, 0.65),
-        (0.55, 0.3, 2.5, 0.85, 12, 12, 0.55))
-#: (image weight, frost weight).
-FROST = ((1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75))
-#: (fog strength, wibble decay of the plasma fractal).
-FOG = ((1.5, 2), (2.0, 2), (2.5, 1.7), (2.5, 1.5), (3.0, 1.4))
-#: (mean, std, sigma px, threshold, intensity, mud: 0 water / 1 mud).
-SPATTER = ((0.65, 0.3, 4, 0.69, 0.6, 0),
-           (0.65, 0.3, 3, 0.68, 0.6, 0),
-           (0.65, 0.3, 2, 0.68, 0.5, 0),
-           (0.65, 0.3, 1, 0.65, 1.5, 1),
-           (0.67, 0.4, 1, 0.65, 1.5, 1))
+from jaxrobust.corruptions import _ops, tables
 
 _LUMA = (0.2989, 0.5870, 0.1140)  # imagecorruptions' rgb2gray weights
 
@@ -96,32 +80,37 @@ def _colour_layer(rgb_layer, channels):
     return rgb_layer if channels == 3 else _ops.rgb_to_gray(rgb_layer, _LUMA)[..., None]
 
 
-def snow(key, image, severity, *, reference_size: int | None = IMAGENET_C_SIZE):
+def snow(key, image, severity, *, table: str = tables.DEFAULT,
+         reference_size: int | str | None = "table"):
     """ImageNet-C's `snow`: zoomed, thresholded Gaussian flakes streaked by motion blur.
 
     Flakes: `N(mean, std)` noise, `clipped_zoom` by `zoom` (flake size in pixels, not
     scaled), values below `threshold` cleared, motion-blurred at an angle uniform in
     [-135, -45] degrees and rounded to 8 bits; the image is lightened towards
     `max(x, 1.5 gray + 0.5)` and the flakes are added twice (the second copy rotated
-    by 180 degrees). Severities 1-5: `SNOW`.
+    by 180 degrees). Severities 1-5: `tables.ROWS["snow"][table]`, (mean, std, zoom,
+    threshold, streak radius px, streak sigma px, image weight).
 
     Args:
         key: a `jax.random` key.
         image: `(H, W, C)` float image in [0, 1], C in {1, 3}.
         severity: `0 <= severity <= 5`, may be fractional and traced.
-        reference_size: image side the pixel parameters are for (static).
+        table: the benchmark's parameters (static).
+        reference_size: image side the pixel parameters are for (static): "table"
+            (the benchmark's), an int, or None (the published pixels at any size).
     """
     image, x, severity, ok = _ops.start(image, severity, "snow")
     H, W = x.shape[:2]
-    scale = _ops.size_scale(image.shape, reference_size)
+    rows = tables.rows("snow", table)
+    scale = _ops.size_scale(image.shape, tables.reference_size(reference_size, table))
     mean, std, zoom, threshold, radius, sigma, weight = _ops.table_params(
-        SNOW, jnp.maximum(severity, 1.0) - 1.0)
+        rows, jnp.maximum(severity, 1.0) - 1.0)
     k_flakes, k_angle = jax.random.split(key)
     flakes = mean + std * _prng.normal(k_flakes, (H, W, 1))
     flakes = _ops.clipped_zoom(flakes, zoom)
     flakes = jnp.clip(jnp.where(flakes < threshold, 0.0, flakes), 0.0, 1.0)
     angle = jax.random.uniform(k_angle, (), jnp.float32, -135.0, -45.0)
-    max_radius = _ops.ceil_int(max(row[4] for row in SNOW) * scale)
+    max_radius = _ops.ceil_int(max(row[4] for row in rows) * scale)
     flakes = _ops.motion_blur_image(flakes, radius * scale, sigma * scale, angle, max_radius)
     flakes = jnp.round(flakes * 255.0) / 255.0
     lightened = weight * x + (1.0 - weight) * jnp.maximum(x, _gray(x) * 1.5 + 0.5)
@@ -150,37 +139,41 @@ def frost_texture(key, shape):
     return jnp.clip(brightness * tint + 0.12 * veins[..., None], 0.0, 1.0)
 
 
-def frost(key, image, severity):
+def frost(key, image, severity, *, table: str = tables.DEFAULT):
     """ImageNet-C's `frost`: `a x + b frost_layer`, the layer procedural (see
-    `frost_texture`). Severities 1-5: `FROST` = (a, b).
+    `frost_texture`). Severities 1-5: `tables.ROWS["frost"][table]` = (a, b).
 
     Args:
         key: a `jax.random` key.
         image: `(H, W, C)` float image in [0, 1], C in {1, 3}.
         severity: `0 <= severity <= 5`, may be fractional and traced.
+        table: the benchmark's parameters (static).
     """
     image, x, severity, ok = _ops.start(image, severity, "frost")
-    a, b = _ops.table_params(FROST, jnp.maximum(severity, 1.0) - 1.0)
+    a, b = _ops.table_params(tables.rows("frost", table), jnp.maximum(severity, 1.0) - 1.0)
     layer = _colour_layer(frost_texture(key, x.shape[:2]), x.shape[-1])
     out = a * x + b * layer
     return _ops.finish(_ops.blend_below_one(x, out, severity), ok, image)
 
 
-def fog(key, image, severity):
+def fog(key, image, severity, *, table: str = tables.DEFAULT):
     """ImageNet-C's `fog`: a plasma fractal added, then the range compressed.
 
     `(x + s * plasma) * max(x) / (max(x) + s)`, the plasma fractal (diamond-square,
-    `wibble decay` d) on the next power-of-two square cropped to the image.
-    Severities 1-5: `FOG` = (s, d).
+    `wibble decay` d) on the next power-of-two square cropped to the image (the
+    generators' 32 / 64 / 256 map for their 32 / 64 / 224 pixels).
+    Severities 1-5: `tables.ROWS["fog"][table]` = (s, d).
 
     Args:
         key: a `jax.random` key.
         image: `(H, W, C)` float image in [0, 1], C in {1, 3}.
         severity: `0 <= severity <= 5`, may be fractional and traced.
+        table: the benchmark's parameters (static).
     """
     image, x, severity, ok = _ops.start(image, severity, "fog")
     H, W = x.shape[:2]
-    strength, decay = _ops.table_params(FOG, jnp.maximum(severity, 1.0) - 1.0)
+    strength, decay = _ops.table_params(tables.rows("fog", table),
+                                        jnp.maximum(severity, 1.0) - 1.0)
     top = jnp.max(x)
     plasma = plasma_fractal(key, next_power_of_two(max(H, W)), decay)[:H, :W]
     out = (x + strength * plasma[..., None]) * top / (top + strength)
@@ -223,7 +216,8 @@ def _equalize(values):
     return lut[v].reshape(values.shape)
 
 
-def spatter(key, image, severity, *, reference_size: int | None = IMAGENET_C_SIZE):
+def spatter(key, image, severity, *, table: str = tables.DEFAULT,
+            reference_size: int | str | None = "table"):
     """ImageNet-C's `spatter`: water drops (severities 1-3) or mud (4-5).
 
     A liquid layer `N(mean, std)` is Gaussian-blurred (`sigma`) and cleared below
@@ -231,7 +225,8 @@ def spatter(key, image, severity, *, reference_size: int | None = IMAGENET_C_SIZ
     distance to their edges and add pale turquoise (175, 238, 238) scaled by
     `intensity`. Mud: the drops, blurred by `intensity`, cover the image with brown
     (63, 42, 20) (the blur's sigma in pixels, scaled with size). Severities 1-5:
-    `SPATTER`; between 3 and 4 the two are blended.
+    `tables.ROWS["spatter"][table]`, (mean, std, sigma px, threshold, intensity or mud
+    sigma px, mud); between a water and a mud severity the two are blended.
 
     Differences from `imagecorruptions` (documented choices): the drop edges are the
     boundary of the thresholded layer rather than Canny's edges of it, and the edge
@@ -242,15 +237,18 @@ def spatter(key, image, severity, *, reference_size: int | None = IMAGENET_C_SIZ
         key: a `jax.random` key.
         image: `(H, W, C)` float image in [0, 1], C in {1, 3}.
         severity: `0 <= severity <= 5`, may be fractional and traced.
-        reference_size: image side the pixel parameters are for (static).
+        table: the benchmark's parameters (static).
+        reference_size: image side the pixel parameters are for (static): "table"
+            (the benchmark's), an int, or None (the published pixels at any size).
     """
     image, x, severity, ok = _ops.start(image, severity, "spatter")
     H, W, C = x.shape
-    scale = _ops.size_scale(image.shape, reference_size)
+    rows = tables.rows("spatter", table)
+    scale = _ops.size_scale(image.shape, tables.reference_size(reference_size, table))
     mean, std, sigma, threshold, intensity, mud = _ops.table_params(
-        SPATTER, jnp.maximum(severity, 1.0) - 1.0)
+        rows, jnp.maximum(severity, 1.0) - 1.0)
     liquid = mean + std * _prng.normal(key, (H, W, 1))
-    max_sigma = max(row[2] for row in SPATTER) * scale
+    max_sigma = max(row[2] for row in rows) * scale
     liquid = _ops.gaussian_blur_image(liquid, sigma * scale, max_sigma)
     liquid = jnp.where(liquid < threshold, 0.0, liquid)
 
@@ -271,7 +269,9 @@ def spatter(key, image, severity, *, reference_size: int | None = IMAGENET_C_SIZ
 
     # mud
     drops = (liquid > threshold).astype(jnp.float32)
-    cover = _ops.gaussian_blur_image(drops, intensity * scale, 1.5 * scale)
+    max_mud = max(row[4] for row in rows if row[5])
+    cover = _ops.gaussian_blur_image(drops, jnp.minimum(intensity, max_mud) * scale,
+                                     max_mud * scale)
     cover = jnp.where(cover < 0.8, 0.0, cover)
     brown = jnp.asarray([63, 42, 20], jnp.float32)[None, None, :] / 255.0
     mud_out = x * (1.0 - cover) + _colour_layer(cover * brown, C)

@@ -30,11 +30,12 @@ class Task:
     ssim: np.ndarray | None = None
 
 
-def level_range(name: str, image_size: int) -> tuple[float, float]:
-    """Training range of levels for a corruption: its default schedule without the
-    identity level (the level that leaves the image unchanged)."""
-    levels = registry.seed_levels(name, image_size=image_size)
-    corrupting = levels[levels != registry.get(name).identity_level]
+def level_range(name: str, image_size: int, *,
+                table: str = registry.tables.DEFAULT) -> tuple[float, float]:
+    """Training range of levels for a corruption: its default schedule (in benchmark
+    `table`) without the identity level (the level that leaves the image unchanged)."""
+    levels = registry.seed_levels(name, image_size=image_size, table=table)
+    corrupting = levels[levels != registry.get(name, table=table).identity_level]
     return float(corrupting.min()), float(corrupting.max())
 
 
@@ -70,6 +71,7 @@ def _in_chunks(program, keys, images, levels):
 
 def corruption_task(key: jax.Array, images, *, corruptions: tuple[str, ...] = DEFAULT_CORRUPTIONS,
                     levels: dict[str, tuple[float, float]] | None = None,
+                    table: str = registry.tables.DEFAULT,
                     devices: int | None = None, progress: bool | None = None) -> Task:
     """Builds the balanced corruption-type data set from clean images, on device.
 
@@ -86,6 +88,8 @@ def corruption_task(key: jax.Array, images, *, corruptions: tuple[str, ...] = DE
         corruptions: corruption names (aliases allowed); their classes follow
             `original` in this order.
         levels: optional `{name: (low, high)}` overriding the ranges.
+        table: the benchmark whose parameters the ImageNet-C corruptions follow
+            (`corruptions.get`); its severities give the default ranges.
         devices: corrupt on this many local devices (default all); keys and levels
             are drawn per image first, so the result does not depend on it.
         progress: a bar over the classes (each corruption's program compiles on its
@@ -116,12 +120,13 @@ def corruption_task(key: jax.Array, images, *, corruptions: tuple[str, ...] = DE
             out_levels.append(jnp.zeros((n,)))
             out_ssim.append(jnp.ones((n,)))
         else:
-            low, high = (levels or {}).get(name) or level_range(name, size)
+            low, high = (levels or {}).get(name) or level_range(name, size, table=table)
             drawn = jax.random.uniform(k_level, (n,), minval=low, maxval=high)
             if name == "median_blur":
                 drawn = jnp.round(drawn)
             keys = jax.random.split(k_apply, n)
-            program = _corrupt_program(registry.get(name).apply, local_mesh(devices))
+            program = _corrupt_program(registry.get(name, table=table).apply,
+                                       local_mesh(devices))
             out_images.append(_in_chunks(program, keys, rotated, drawn))
             out_levels.append(drawn)
             out_ssim.append(_ssim_program(rotated, out_images[-1]))

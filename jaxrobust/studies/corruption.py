@@ -62,11 +62,11 @@ def prepare(config, *, log: Callable[[str], None] = print, progress: bool | None
     task_train = data.corruption_task(_prng.stream(config.seed, "task_train"),
                                       ds.images[train_idx],
                                       corruptions=tuple(config.task.corruptions),
-                                      progress=progress)
+                                      table=config.task.table, progress=progress)
     task_test = data.corruption_task(_prng.stream(config.seed, "task_test"),
                                      ds.images[test_idx],
                                      corruptions=tuple(config.task.corruptions),
-                                     progress=progress)
+                                     table=config.task.table, progress=progress)
     log(f"task: {len(task_train.images)} training and {len(task_test.images)} test images, "
         f"classes {list(task_train.class_names)}")
     return ds, test_idx, task_train, task_test
@@ -192,7 +192,8 @@ def sweep_and_summarize(config, classifiers: dict, class_names: dict, images, la
         _prng.stream(config.seed, "sweep"), classifiers, images, labels,
         corruptions=tuple(config.task.corruptions), class_names=class_names,
         batch_size=cfg.batch_size, target=cfg.target, protocol=cfg.protocol,
-        levels=cfg.levels, ssim_data_range=cfg.ssim_data_range, limit_ssim=cfg.limit_ssim,
+        table=cfg.table, levels=cfg.levels, ssim_data_range=cfg.ssim_data_range,
+        limit_ssim=cfg.limit_ssim,
         cells_dir=os.path.join(out_dir, "sweep_cells"), devices=cfg.devices, log=log,
         progress=progress)
     summary, intervals = summarize(table, per_image, seed=config.seed, target=cfg.target,
