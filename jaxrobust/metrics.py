@@ -371,41 +371,135 @@ def bootstrap_interval(correct, *, samples: int = 1000, level: float = 0.95, see
     return np.quantile(means, alpha, axis=-1), np.quantile(means, 1.0 - alpha, axis=-1)
 
 
-def corruption_errors(table, *, baseline: str, clean_accuracy: dict) -> dict:
-    """mCE and relative mCE of every model against `baseline` (Hendrycks & Dietterich).
+#: AlexNet's ImageNet-C error per corruption, averaged over severities 1..5, as
+#: published: Hendrycks & Dietterich (2019), "Benchmarking Neural Network Robustness
+#: to Common Corruptions and Perturbations", the AlexNet errors that normalise its
+#: Table 1 (also AugMix's `imagenet.py`, `ALEXNET_ERR`).
+ALEXNET_ERRORS = {
+    "gaussian_noise": 0.886428, "shot_noise": 0.894468, "impulse_noise": 0.922640,
+    "defocus_blur": 0.819880, "glass_blur": 0.826268, "motion_blur": 0.785948,
+    "zoom_blur": 0.798360, "snow": 0.866816, "frost": 0.826572, "fog": 0.819324,
+    "brightness": 0.564592, "contrast": 0.853204, "elastic_transform": 0.646056,
+    "pixelate": 0.717840, "jpeg_compression": 0.606500,
+}
+#: AlexNet's clean ImageNet top-1 error: 1 - 0.56522 (torchvision's AlexNet, the model
+#: the paper evaluated; its Table 1 prints 43.5).
+ALEXNET_CLEAN_ERROR = 0.43478
 
-    `CE_c = sum_s E(model, c, s) / sum_s E(baseline, c, s)` over the swept steps `s`,
-    with `E` the error rate; relative `CE_c = sum_s (E(model, c, s) - E_clean(model)) /
-    sum_s (E(baseline, c, s) - E_clean(baseline))`; mCE and relative mCE average over
-    corruptions. The baseline's own mCE and relative mCE are 1. `E_clean` comes from
-    `clean_accuracy` (the accuracy on clean images), never from a sweep step.
+
+def _severity_errors(rows, corruption: str, benchmark: str):
+    """Errors `(5,)` of one model on `corruption` at the benchmark's severities 1..5
+    (the rows whose level is the table's level there), or a sentence naming what is
+    missing."""
+    from jaxrobust import corruptions
+
+    want = corruptions.severity(corruption, [1, 2, 3, 4, 5], table=benchmark)
+    levels = rows["level"].to_numpy(np.float64)
+    errors = []
+    for s, level in enumerate(want, 1):
+        hit = np.isclose(levels, level, rtol=1e-5, atol=1e-7)
+        if not hit.any():
+            return (f"undefined: {corruption} was not swept at {benchmark} severity {s} "
+                    f"(level {float(level):.4g}); sweep its severities 1..5")
+        errors.append(1.0 - float(rows["accuracy"].to_numpy()[hit][0]))
+    return np.asarray(errors)
+
+
+def corruption_errors(table, *, baseline: str | None, clean_accuracy: dict | None = None,
+                      benchmark: str = "imagenet") -> dict:
+    """mCE and relative mCE of every model (Hendrycks & Dietterich, 2019).
+
+    Three normalisations, by `baseline`:
+
+    * a swept model's name: `CE_c = sum_s E(model, c, s) / sum_s E(baseline, c, s)`
+      over the swept steps `s`, with `E` the error rate; relative `CE_c = sum_s
+      (E(model, c, s) - E_clean(model)) / sum_s (E(baseline, c, s) -
+      E_clean(baseline))`. The baseline's own mCE and relative mCE are 1.
+    * `"alexnet"` (ImageNet-C as published): `CE_c = mean_s E(model, c, s) /
+      ALEXNET_ERRORS[c]` over severities 1..5 of the `imagenet` table, relative `CE_c =
+      (mean_s E - E_clean(model)) / (ALEXNET_ERRORS[c] - ALEXNET_CLEAN_ERROR)`; the
+      mean over the 15 corruptions that have a published AlexNet error (others are
+      left out, and `"corruptions"` lists those averaged). 1.0 is the paper's 100.
+    * None (unnormalised, e.g. CIFAR-10-C, which has no AlexNet baseline): `CE_c =
+      mean_s E(model, c, s)` over severities 1..5 of `benchmark`'s table, relative
+      `CE_c = mean_s E - E_clean(model)`.
+
+    mCE and relative mCE average over corruptions. `E_clean` comes from
+    `clean_accuracy` (the accuracy on clean images), never from a sweep step. The
+    severity-based forms need the table's rows at the benchmark's levels for
+    severities 1..5 (`corruptions.severity(c, s, table=benchmark)`; e.g. the default
+    sweep's severities 0, 0.25, .., 5 hold them).
 
     Args:
-        table: the sweep's table (model, corruption, step, accuracy).
-        baseline: the model the errors are normalised by.
+        table: the sweep's table (model, corruption, step, level, accuracy).
+        baseline: a swept model, `"alexnet"`, or None.
         clean_accuracy: model -> accuracy on the clean images.
+        benchmark: the corruption table swept (`corruptions.tables.BENCHMARKS`).
 
     Returns:
-        `{model: {"mCE", "relative_mCE", "CE": {corruption: ...}, "relative_CE": {...}}}`;
-        a value that is undefined (the baseline makes no error, or its errors equal
-        its clean error, so the ratio divides by zero; a missing clean accuracy) is a
-        sentence saying so instead of a number.
+        `{model: {"mCE", "relative_mCE", "CE": {corruption: ...}, "relative_CE": {...},
+        "corruptions": [...]}}`; a value that is undefined (the baseline makes no
+        error, or its errors equal its clean error, so the ratio divides by zero; a
+        missing clean accuracy or severity) is a sentence saying so instead of a number.
 
     Raises:
-        ValueError: `baseline` not among the table's models.
+        ValueError: `baseline` neither a swept model, "alexnet" nor None; "alexnet"
+            with a benchmark other than imagenet.
     """
-    out = {}
     models = list(dict.fromkeys(table["model"]))
+    if baseline is None or (baseline == "alexnet" and "alexnet" not in models):
+        if baseline == "alexnet" and benchmark != "imagenet":
+            raise ValueError(f"AlexNet's published errors are ImageNet-C's; for {benchmark} "
+                             "use baseline=None (the unnormalised mCE).")
+        return _published_errors(table, models, clean_accuracy or {}, benchmark,
+                                 alexnet=baseline == "alexnet")
+    return _relative_to_model(table, models, baseline, clean_accuracy)
+
+
+def _mean(values):
+    bad = [v for v in values.values() if isinstance(v, str)]
+    return bad[0] if bad else float(np.mean(list(values.values())))
+
+
+def _published_errors(table, models, clean_accuracy, benchmark, *, alexnet: bool) -> dict:
+    out = {}
+    names = [c for c in dict.fromkeys(table["corruption"])
+             if not alexnet or c in ALEXNET_ERRORS]
+    if not names:
+        raise ValueError("none of the swept corruptions has a published AlexNet error; "
+                         f"sweep ImageNet-C's ({', '.join(ALEXNET_ERRORS)}).")
+    for m in models:
+        clean = clean_accuracy.get(m)
+        clean_error = None if clean is None or not np.isfinite(clean) else 1.0 - float(clean)
+        ce, rel = {}, {}
+        for c in names:
+            errors = _severity_errors(table[(table["model"] == m) & (table["corruption"] == c)],
+                                      c, benchmark)
+            if isinstance(errors, str):
+                ce[c] = rel[c] = errors
+                continue
+            ce[c] = float(errors.mean() / ALEXNET_ERRORS[c]) if alexnet else float(errors.mean())
+            if clean_error is None:
+                rel[c] = "undefined: no clean accuracy to compare with"
+            elif alexnet:
+                rel[c] = float((errors.mean() - clean_error)
+                               / (ALEXNET_ERRORS[c] - ALEXNET_CLEAN_ERROR))
+            else:
+                rel[c] = float(errors.mean() - clean_error)
+        out[m] = {"mCE": _mean(ce), "relative_mCE": _mean(rel), "CE": ce, "relative_CE": rel,
+                  "corruptions": names}
+    return out
+
+
+def _relative_to_model(table, models, baseline, clean_accuracy) -> dict:
+    out = {}
     if baseline not in models:
-        raise ValueError(f"baseline {baseline!r} is not among the swept models {models}.")
+        raise ValueError(f"baseline {baseline!r} is not among the swept models {models}; "
+                         "pass one of them, 'alexnet' or None.")
 
     def clean_error(m):
         value = (clean_accuracy or {}).get(m)
         return None if value is None or not np.isfinite(value) else 1.0 - float(value)
-
-    def mean(values):
-        bad = [v for v in values.values() if isinstance(v, str)]
-        return bad[0] if bad else float(np.mean(list(values.values())))
 
     for m in models:
         ce, rel = {}, {}
@@ -422,5 +516,5 @@ def corruption_errors(table, *, baseline: str, clean_accuracy: dict) -> dict:
             den = float((base - clean_error(baseline)).sum())
             rel[c] = (float((err - clean_error(m)).sum()) / den if den != 0 else
                       f"undefined: {baseline}'s errors on {c} sum to its clean error")
-        out[m] = {"mCE": mean(ce), "relative_mCE": mean(rel), "CE": ce, "relative_CE": rel}
+        out[m] = {"mCE": _mean(ce), "relative_mCE": _mean(rel), "CE": ce, "relative_CE": rel}
     return out

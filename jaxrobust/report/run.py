@@ -19,7 +19,8 @@ def _short(value) -> object:
 
 def leaderboard(summary: dict, trained: dict):
     """One row per model: clean accuracy, and per corruption the mean accuracy, AUC,
-    critical level and critical SSIM; mCE and relative mCE against the last model.
+    critical level and critical SSIM; mCE and relative mCE against the last model, and
+    the benchmark's (AlexNet-normalised for ImageNet-C, unnormalised for the others).
     A cell is "never" where accuracy never crosses the critical fraction and
     "undefined" where a summary has no reference (summary.json says why)."""
     import pandas as pd
@@ -43,6 +44,10 @@ def leaderboard(summary: dict, trained: dict):
             if key.startswith("corruption_error_vs_"):
                 row["mCE"] = _short(s["mCE"])
                 row["relative mCE"] = _short(s["relative_mCE"])
+            elif key.startswith("corruption_error_"):
+                kind = key.rsplit("_", 1)[1]  # alexnet / unnormalised
+                row[f"mCE ({kind})"] = _short(s["mCE"])
+                row[f"relative mCE ({kind})"] = _short(s["relative_mCE"])
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -111,8 +111,13 @@ def train_models(config, out_dir: str, *, task_train, task_test,
 
 
 def summarize(table, per_image, *, seed: int = 0, target: str = "corruption_type",
-              fraction: float = 0.5) -> tuple[dict, dict]:
+              fraction: float = 0.5, benchmark: str = "imagenet") -> tuple[dict, dict]:
     """Robustness summaries of a sweep, and bootstrap intervals per (model, corruption).
+
+    With `target="labels"`, every model also gets the benchmark's published mCE
+    (`metrics.corruption_errors`): AlexNet-normalised for `imagenet` (over the swept
+    ImageNet-C corruptions), unnormalised for the other tables, from the rows at
+    severities 1..5 (the default sweep holds them).
 
     Every summary takes its reference from the clean images (`clean_accuracy`, from
     `sweep.run`), never from a sweep step. Critical level and critical SSIM are where
@@ -148,6 +153,15 @@ def summarize(table, per_image, *, seed: int = 0, target: str = "corruption_type
         errors = m.corruption_errors(table, baseline=models[-1], clean_accuracy=clean)
         for model in models:
             summary[model]["corruption_error_vs_" + models[-1]] = errors[model]
+    names = set(table["corruption"])
+    if target == "labels" and (names & set(m.ALEXNET_ERRORS) if benchmark == "imagenet" else
+                               any(corruptions.in_table(n, benchmark) for n in names)):
+        alexnet = benchmark == "imagenet"
+        errors = m.corruption_errors(table, baseline="alexnet" if alexnet else None,
+                                     clean_accuracy=clean, benchmark=benchmark)
+        for model in models:
+            summary[model]["corruption_error_alexnet" if alexnet else
+                           "corruption_error_unnormalised"] = errors[model]
     return summary, intervals
 
 
@@ -197,7 +211,7 @@ def sweep_and_summarize(config, classifiers: dict, class_names: dict, images, la
         cells_dir=os.path.join(out_dir, "sweep_cells"), devices=cfg.devices, log=log,
         progress=progress)
     summary, intervals = summarize(table, per_image, seed=config.seed, target=cfg.target,
-                                   fraction=cfg.critical_fraction)
+                                   fraction=cfg.critical_fraction, benchmark=cfg.table)
     summary["_protocol"] = protocol_note(config)
     return table, per_image, summary, intervals
 
