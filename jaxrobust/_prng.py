@@ -25,7 +25,7 @@ from jaxrobust._fusion import separately
 #: The random streams of a job, folded into `jax.random.key(seed)`. The numbers are
 #: part of every result's identity: changing one changes every result of that stage.
 STREAMS = {"task_train": 1, "task_test": 2, "sweep": 3, "edits": 4, "drift": 5,
-           "attribute": 6}
+           "attribute": 6, "render": 7}
 
 
 def stream(seed: int, name: str) -> jax.Array:

@@ -25,6 +25,8 @@ def _config(args):
         overrides.append(f"task.corruptions=[{','.join(args.corruptions)}]")
     if getattr(args, "seed", None) is not None:
         overrides.append(f"seed={args.seed}")
+    if getattr(args, "table", None) is not None:
+        overrides.append(f"sweep.table={args.table}")
     cfg = config.load(config.resolve(args.config or DEFAULT_CONFIG), overrides)
     # names checked before any data is generated or trained; the configured models'
     # needs only where they are built
@@ -75,7 +77,27 @@ def _cmd_sweep(args) -> None:
     kw = {"class_names_of_keras": tuple(args.class_names)} if args.class_names else {}
     corruption.sweep_checkpoints(_config(args), args.checkpoint or [],
                                  args.out or _default_out(), keras_models=args.keras_model or [],
-                                 data=args.data, log=_log(args), **kw)
+                                 data=args.data, prerendered=args.prerendered,
+                                 prerendered_names=args.corruptions, log=_log(args), **kw)
+
+
+def _cmd_render(args) -> None:
+    from jaxrobust import corruptions
+    from jaxrobust.data import stream
+    from jaxrobust.studies import render
+
+    table = args.table
+    corruptions.tables.check(table)
+    size = args.image_size or corruptions.tables.IMAGE_SIZE[table]
+    source, class_names = stream.open_source(args.data, image_size=size, channels=3)
+    names = args.corruptions or [n for n in (*corruptions.IMAGENET_C,
+                                             *corruptions.IMAGENET_C_VALIDATION)]
+    file_names = None
+    if isinstance(source, stream.FolderSource):
+        file_names = [os.path.splitext(os.path.basename(p))[0] for p in source.paths]
+    render.render(source, args.out or _default_out(), layout=args.layout, names=names,
+                  table=table, seed=0 if args.seed is None else args.seed,
+                  class_names=class_names, file_names=file_names, log=_log(args))
 
 
 def _cmd_counterfactual(args) -> None:
@@ -233,6 +255,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --coordinator: this process, 0..N-1 (or $JAX_PROCESS_ID)")
     swp.add_argument("--coordinator-timeout", type=float, default=300.0, metavar="S",
                      help="seconds to wait for the coordinator (default 300)")
+    swp.add_argument("--prerendered", metavar="SET",
+                     help="also evaluate on a pre-rendered benchmark, cifar10c:PATH "
+                     "(<corruption>.npy + labels.npy) or imagenetc:PATH "
+                     "(<corruption>/<severity>/<class>/*.JPEG), beside the same corruptions "
+                     "on the fly at severities 1-5 (needs --set sweep.target=labels)")
+    swp.add_argument("--table", choices=["imagenet", "cifar10", "tinyimagenet", "imagenet64"],
+                     help="the benchmark whose parameters the corruptions follow (default: "
+                     "the config's sweep.table, imagenet)")
     swp.add_argument("--class-names", nargs="+", metavar="NAME",
                      help="the Keras models' classes in output order (default: the "
                      "study's original scale_up median_blur gaussian_noise)")
@@ -241,6 +271,27 @@ def build_parser() -> argparse.ArgumentParser:
                      help="corruptions to sweep (any registered name the checkpoints "
                      "were trained on; default: the config's task.corruptions)")
     swp.set_defaults(fn=_cmd_sweep)
+
+    rnd = command("render", help="write a corrupted copy of a data source in a pre-rendered "
+                  "benchmark's layout (CIFAR-10-C .npy or ImageNet-C JPEG tree)")
+    rnd.add_argument("--data", required=True, metavar="SOURCE",
+                     help="the clean labelled images: folder:PATH, npy:IMAGES.npy,LABELS.npy "
+                     "or tfds:NAME[/SPLIT]")
+    rnd.add_argument("--layout", choices=["cifar10c", "imagenetc"], default="cifar10c",
+                     help="cifar10c: <corruption>.npy + labels.npy; imagenetc: "
+                     "<corruption>/<severity>/<class>/*.JPEG (default cifar10c)")
+    rnd.add_argument("--table", choices=["imagenet", "cifar10", "tinyimagenet", "imagenet64"],
+                     default="cifar10", help="the benchmark's parameters (default cifar10)")
+    rnd.add_argument("--corruptions", nargs="+", metavar="NAME",
+                     help="corruptions to render (default: ImageNet-C's 15 and its 4 "
+                     "validation corruptions)")
+    rnd.add_argument("--image-size", type=int, metavar="PX",
+                     help="side folder: / tfds: images are resized to (default: the "
+                     "table's, 32 for cifar10, 64 for tinyimagenet / imagenet64, 224)")
+    rnd.add_argument("--out", help="output folder, absent or empty (default: runs/<timestamp>)")
+    rnd.add_argument("--seed", type=int, help="PRNG seed (default 0): the same seed writes "
+                     "the same files")
+    rnd.set_defaults(fn=_cmd_render)
 
     att = with_config(command("attribute", help="attributions from a checkpoint"))
     att.add_argument("--checkpoint", metavar="MODEL_DIR", help="a trained model folder")

@@ -171,6 +171,44 @@ def clean_predictions(fn: Callable, params, images, *, batch: int = 64) -> np.nd
     return np.concatenate(out).astype(np.int32)
 
 
+def prerendered_accuracy(classifiers: Mapping[str, tuple[Callable, object]], sources, *,
+                         batch: int = 64, progress: bool | None = None):
+    """Every classifier's accuracy on pre-rendered corrupted images.
+
+    Args:
+        classifiers: name -> `(apply_fn, params)`.
+        sources: `(corruption, severity) -> source` (e.g. `data.prerendered`'s): images
+            with labels, read `batch` at a time.
+        batch: images per call.
+        progress: a bar over the sets.
+
+    Returns:
+        A DataFrame with one row per (model, corruption, severity): n, accuracy.
+
+    Raises:
+        ValueError: a source without labels, or with bad images (`check_chunk`).
+    """
+    import pandas as pd
+
+    rows = []
+    bar = _progress.bar(list(sources), desc="pre-rendered", unit="set", progress=progress)
+    for corruption, severity in bar:
+        source = sources[corruption, severity]
+        read = stream.checked_reader(source, labelled=True)
+        correct = {m: 0 for m in classifiers}
+        for start in range(0, len(source), batch):
+            idx = np.arange(start, min(start + batch, len(source)))
+            images, labels = read(idx)
+            x = pad_leading(stream.to_float(jnp.asarray(images)), batch)
+            for m, (fn, params) in classifiers.items():
+                pred = np.asarray(_predict_program(fn)(params, x))[:len(idx)]
+                correct[m] += int(np.sum(pred == labels))
+        for m in classifiers:
+            rows.append({"model": m, "corruption": corruption, "severity": int(severity),
+                         "n": len(source), "accuracy": correct[m] / max(len(source), 1)})
+    return pd.DataFrame(rows)
+
+
 class SweepArrays(NamedTuple):
     """What `engine` computed, per corruption name: `ssim (L, N)`; `records`, one dict
     per model (in the classifiers' order) of `(L, N)` arrays (`pred`, `correct`,

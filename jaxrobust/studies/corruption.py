@@ -384,8 +384,30 @@ def train_only(config, out_dir: str, *, log: Callable[[str], None] = print,
 STUDY_CLASSES = ("original", "scale_up", "median_blur", "gaussian_noise")
 
 
+def compare_prerendered(table, pre, *, benchmark: str, image_size: int | None = None):
+    """Pre-rendered and on-the-fly accuracy side by side: one row per (corruption,
+    severity, model) of `pre` (`sweep.prerendered_accuracy`), with the sweep `table`'s
+    accuracy at that severity's level of `benchmark` (NaN where it was not swept)."""
+    import pandas as pd
+
+    rows = []
+    for r in pre.itertuples(index=False):
+        level = float(corruptions.severity(r.corruption, r.severity, table=benchmark,
+                                           image_size=image_size))
+        swept = table[(table["model"] == r.model) & (table["corruption"] == r.corruption)]
+        hit = swept[np.isclose(swept["level"].to_numpy(np.float64), level, rtol=1e-5,
+                               atol=1e-7)]
+        fly = float(hit["accuracy"].iloc[0]) if len(hit) else float("nan")
+        rows.append({"corruption": r.corruption, "severity": r.severity, "model": r.model,
+                     "level": level, "pre-rendered accuracy": r.accuracy,
+                     "on-the-fly accuracy": fly, "difference": fly - r.accuracy,
+                     "n": r.n})
+    return pd.DataFrame(rows)
+
+
 def sweep_checkpoints(config, checkpoints, out_dir: str, *, keras_models=(),
                       class_names_of_keras=STUDY_CLASSES, data: str | None = None,
+                      prerendered: str | None = None, prerendered_names=None,
                       log: Callable[[str], None] = print, progress: bool | None = None):
     """`jaxrobust sweep`: trained checkpoints swept over the config's test images.
 
@@ -399,6 +421,14 @@ def sweep_checkpoints(config, checkpoints, out_dir: str, *, keras_models=(),
     at a time, instead of the config's test split. With several processes
     (`sharding.initialize_processes`), each sweeps its share and only process 0
     writes the results and the report.
+
+    `prerendered` (`cifar10c:PATH`, `imagenetc:PATH`; `data.prerendered`) also
+    evaluates the models on a pre-rendered benchmark, and sweeps the same clean images
+    on the fly at the config's table's severities 1..5 (`sweep.table`, unless
+    `sweep.levels` says otherwise) over `prerendered_names` (default: every corruption
+    the set has): the report puts the two accuracies side by side per corruption and
+    severity (`prerendered.csv`), the check that on-the-fly reproduces the benchmark.
+    It needs `sweep.target: labels`.
 
     Writes `sweep_cells/` (a rerun resumes), `results.csv`, `per_image.npz` and
     `report.html` (accuracy against level and SSIM, SSIM against level, predicted
@@ -454,21 +484,57 @@ def sweep_checkpoints(config, checkpoints, out_dir: str, *, keras_models=(),
         if want != shape:
             raise ValueError(f"checkpoint {path} takes images of shape {want}, the config's "
                              f"data are {shape}; set data.image_size / data.channels to match.")
+    pre = None
+    if prerendered is not None:
+        import dataclasses
+
+        from jaxrobust.data.prerendered import SEVERITIES, open_prerendered
+
+        if config.sweep.target != "labels":
+            raise ValueError("--prerendered compares label accuracy: add --set "
+                             "sweep.target=labels.")
+        pset = open_prerendered(prerendered, image_size=shape[0], channels=shape[-1])
+        names = [corruptions.get(n).name for n in (prerendered_names or pset.corruptions)]
+        lacking = [n for n in names if n not in pset.files]
+        if lacking:
+            raise ValueError(f"{prerendered} has no {', '.join(lacking)} (it has "
+                             f"{', '.join(pset.corruptions)}); pass --corruptions among them.")
+        levels = {n: corruptions.severity(n, list(SEVERITIES), table=config.sweep.table,
+                                          image_size=shape[0]).tolist() for n in names}
+        config = dataclasses.replace(
+            config, task=dataclasses.replace(config.task, corruptions=names),
+            sweep=dataclasses.replace(config.sweep, levels={**levels,
+                                                            **(config.sweep.levels or {})}))
+        described += f"; pre-rendered {prerendered}"
     out_dir = output_folder(out_dir)
     table, per_image, summary, intervals = sweep_and_summarize(
         config, classifiers, class_names, images, labels, out_dir, log=log,
         progress=progress)
+    extra_tables = []
+    if prerendered is not None:
+        from jaxrobust import sweep
+
+        pre = sweep.prerendered_accuracy(
+            classifiers, {(n, s): pset.source(n, s) for n in names for s in SEVERITIES},
+            progress=progress)
+        side = compare_prerendered(table, pre, benchmark=config.sweep.table,
+                                   image_size=shape[0])
+        extra_tables.append((f"Pre-rendered ({prerendered}) and on-the-fly "
+                             f"({config.sweep.table} table) accuracy", side))
     if jax.process_index() != 0:  # process 0 writes the results and the report
         return table, per_image
     with _io.publish(out_dir) as tmp:
         store.write_results(tmp, table, per_image)
+        if prerendered is not None:
+            side.to_csv(os.path.join(tmp, "prerendered.csv"), index=False)
         figures = report.sweep_figures(table, per_image, class_names, tmp,
                                        intervals=intervals,
                                        fraction=config.sweep.critical_fraction)
         _io.write_json(os.path.join(tmp, "summary.json"), summary)
         report.write_report(
             os.path.join(tmp, "report.html"), title="jaxrobust: sweep of trained checkpoints",
-            figures=figures, tables=[("Sweep results", table)], summary=summary,
+            figures=figures, tables=[*extra_tables, ("Sweep results", table)],
+            summary=summary,
             summary_file="summary.json",
             config={k: v for k, v in config_lib.to_dict(config).items()
                     if k in ("data", "task", "sweep", "seed")},
