@@ -119,21 +119,26 @@ def _cmd_corruptions(args) -> None:
                                  size=args.size, seed=args.seed)
         _log(args)(f"wrote {out}")
         return
+    bench = args.table
+    side = corruptions.tables.IMAGE_SIZE[bench]
     for name in corruptions.names():
-        c = corruptions.get(name)
-        levels = corruptions.seed_levels(name)
+        if bench != "imagenet" and not corruptions.in_table(name, bench):
+            continue
+        c = corruptions.get(name, table=bench)
+        levels = corruptions.seed_levels(  # the study's schedules at its own 174 px
+            name, table=bench, **({} if bench == "imagenet" else {"image_size": side}))
         aliases = f" (aliases: {', '.join(c.aliases)})" if c.aliases else ""
         print(f"{name}{aliases}  [{c.family}; class {c.label!r}; {c.source}]")
         print(f"    level: {c.level_meaning}; valid {c.min_level:g} .. "
-              f"{c.max_level(224, 224):g} at 224 px")
+              f"{c.max_level(side, side):g} at {side} px")
         if c.severities is not None:
             table = ", ".join(f"{v:.4g}" for v in c.severities)
-            print(f"    severities 1-5 at 224 px: {table}")
-        if c.seed_schedule:
+            print(f"    severities 1-5 at {side} px: {table}")
+        if c.seed_schedule and c.table == "imagenet":
             study = corruptions.seed_levels(name, protocol="study")
             print(f"    continuous protocol: {len(levels)} steps, {levels[0]:g} .. "
-                  f"{levels[-1]:g}; study protocol: {len(study)} steps, {study[0]!r} .. "
-                  f"{study[-1]!r}")
+                  f"{levels[-1]:g}; study protocol: {len(study)} steps, {float(study[0])!r} .. "
+                  f"{float(study[-1])!r}")
         else:
             print(f"    default sweep: {len(levels)} steps, {levels[0]:g} .. {levels[-1]:g}")
 
@@ -318,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("--gallery", metavar="IMAGE",
                      help="write a PNG grid of IMAGE (a file, or 'sample') under every "
                      "corruption at every severity")
+    lst.add_argument("--table", choices=["imagenet", "cifar10", "tinyimagenet", "imagenet64"],
+                     default="imagenet", help="list this benchmark's corruptions and "
+                     "severities (default imagenet)")
     lst.add_argument("--out", help="gallery PNG path (default gallery.png)")
     lst.add_argument("--corruptions", nargs="+", metavar="NAME",
                      help="gallery rows (default: every corruption with severities)")

@@ -217,3 +217,16 @@ def test_alexnet_mce_equals_a_hand_computation(rng):
     said = metrics.corruption_errors(coarse, baseline="alexnet", clean_accuracy=clean)
     assert said["a"]["mCE"].startswith("undefined: gaussian_noise was not swept at imagenet "
                                        "severity 1")
+
+
+def test_the_listing_prints_a_benchmarks_table(capsys):
+    from jaxrobust import cli
+
+    assert cli.main(["corruptions", "--table", "cifar10"]) == 0
+    text = capsys.readouterr().out
+    assert "severities 1-5 at 32 px: 80, 65, 58, 50, 40" in text  # jpeg_compression
+    assert "CIFAR-10-C (hendrycks/robustness make_cifar_c.py)" in text
+    assert "scale_up" not in text and "gamma" not in text  # not CIFAR-10-C's
+    # gaussian_noise sweeps the benchmark's severities, not the study's schedule
+    np.testing.assert_allclose(corruptions.seed_levels("gaussian_noise", table="cifar10")[::4],
+                               [0, 0.04, 0.06, 0.08, 0.09, 0.1], rtol=1e-6)

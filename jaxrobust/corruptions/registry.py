@@ -366,8 +366,9 @@ def seed_levels(name: str, *, image_size: int = SEED_IMAGE_SIZE,
     `gaussian_noise` sigma `0.0025 k`; pixel levels scaled by `image_size / 174` (radii
     then rounded).
 
-    Every other corruption, either protocol: 21 steps, `severity(name, s, table=table)`
-    for s = 0, 0.25, .., 5.
+    Every other corruption, either protocol, and every corruption of a benchmark
+    `table` other than `imagenet` (gaussian_noise included): 21 steps,
+    `severity(name, s, table=table)` for s = 0, 0.25, .., 5.
 
     Raises:
         ValueError: unknown corruption or protocol.
@@ -375,7 +376,7 @@ def seed_levels(name: str, *, image_size: int = SEED_IMAGE_SIZE,
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}.")
     corruption = get(name, table=table)
-    if corruption.seed_schedule is None:
+    if corruption.seed_schedule is None or corruption.table != tables.DEFAULT:
         return severity(name, np.linspace(0.0, 5.0, 21), image_size=image_size, table=table)
     if protocol == "study":
         return _study_levels(corruption.name, image_size)
