@@ -84,7 +84,7 @@ def test_render_round_trips_in_both_layouts(tmp_path, rng):
         key = jax.random.fold_in(render._prng.stream(3, "render"), c_index)
         for s in (1, 4):
             want = np.concatenate([u8 for _, u8, _ in render.corrupted_u8(
-                source, name, s, table="cifar10", key=key)])
+                key, source, name, s, table="cifar10")])
             got, got_labels = pset.source(name, s)[np.arange(len(images))]
             np.testing.assert_array_equal(got, want)
             np.testing.assert_array_equal(got_labels, labels)
@@ -105,7 +105,7 @@ def test_render_round_trips_in_both_layouts(tmp_path, rng):
     assert pset.class_names == tuple(classes)
     key = jax.random.fold_in(render._prng.stream(3, "render"), 0)
     want = np.concatenate([u8 for _, u8, _ in render.corrupted_u8(
-        source, "contrast", 2, table="tinyimagenet", key=key)])
+        key, source, "contrast", 2, table="tinyimagenet")])
     src = pset.source("contrast", 2)
     got, got_labels = src[np.arange(len(src))]
     order = np.argsort([os.path.basename(p) for p in src.paths])  # files are index-named

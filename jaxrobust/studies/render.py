@@ -29,11 +29,12 @@ from jaxrobust.sharding import local_mesh
 CHUNK = 32  # images per corrupting call
 
 
-def corrupted_u8(source, corruption: str, severity: int, *, table: str, key: jax.Array,
+def corrupted_u8(key: jax.Array, source, corruption: str, severity: int, *, table: str,
                  chunk: int = CHUNK):
     """Yields `(indices, uint8 images (B, H, W, 3), labels)` of `source` corrupted by
     `corruption` at benchmark `table`'s `severity`, `chunk` images at a time; gray
-    images are repeated to RGB first (the benchmarks are RGB)."""
+    images are repeated to RGB first (the benchmarks are RGB). Image `i` draws with
+    `fold_in(fold_in(key, i), severity)`."""
     from jaxrobust.data.task import _corrupt_program, _in_chunks
 
     c = corruptions.get(corruption, table=table)
@@ -96,7 +97,7 @@ def render(source, out_dir: str, *, layout: str, names, table: str = "imagenet",
             key = jax.random.fold_in(base, c_index)
             stack = None
             for s in SEVERITIES:
-                for idx, u8, labels in corrupted_u8(source, name, s, table=table, key=key):
+                for idx, u8, labels in corrupted_u8(key, source, name, s, table=table):
                     if layout == "cifar10c":
                         if stack is None:
                             stack = np.lib.format.open_memmap(
