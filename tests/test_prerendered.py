@@ -143,6 +143,26 @@ def test_sweep_puts_prerendered_and_on_the_fly_side_by_side(tmp_path, rng, capsy
                                                 table="cifar10")), rtol=1e-6)
     html = (out / "report.html").read_text()
     assert "Pre-rendered" in html and "on-the-fly accuracy" in html
+    # the ImageNet-C layout: JPEG files, classes from the sorted folder names
+    assert cli.main(["render", "--data", data, "--layout", "imagenetc", "--table", "cifar10",
+                     "--corruptions", "contrast", "--out", str(tmp_path / "i"), "-q"]) == 0
+    out = tmp_path / "sweep_i"
+    assert cli.main(["sweep", "--keras-model", str(tmp_path / "m.keras"), "--data", data,
+                     "--prerendered", f"imagenetc:{tmp_path / 'i'}", "--table", "cifar10",
+                     "--class-names", "a", "b", "c", "d", "--set", "sweep.target=labels",
+                     "--set", "data.image_size=32", "--set", "data.channels=3",
+                     "--out", str(out), "-q"]) == 0
+    side = pd.read_csv(out / "prerendered.csv")
+    assert list(side["corruption"].unique()) == ["contrast"] and len(side) == 5
+    assert side["pre-rendered accuracy"].notna().all() and side["on-the-fly accuracy"].notna().all()
+    assert "Pre-rendered" in (out / "report.html").read_text()
+    # a missing set is one clear error, before any work
+    assert cli.main(["sweep", "--keras-model", str(tmp_path / "m.keras"), "--data", data,
+                     "--prerendered", f"cifar10c:{tmp_path / 'nowhere'}", "--class-names",
+                     "a", "b", "c", "d", "--set", "sweep.target=labels", "--set",
+                     "data.image_size=32", "--set", "data.channels=3", "--out",
+                     str(tmp_path / "none"), "-q"]) != 0
+    assert "does not exist or is not a folder" in capsys.readouterr().err
     # a pre-rendered comparison needs the labels target
     assert cli.main(["sweep", "--keras-model", str(tmp_path / "m.keras"), "--data", data,
                      "--prerendered", f"cifar10c:{tmp_path / 'c'}", "--class-names", "a",

@@ -233,3 +233,32 @@ def plot_accuracy_and_drift(table, drift, path: str) -> str:
             ax.legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, path, dpi=110)
+
+
+def plot_prerendered(side, path: str, *, columns: int = 5) -> str:
+    """Pre-rendered against on-the-fly accuracy per severity (`studies.corruption.
+    compare_prerendered`'s table): one panel per corruption, per model a solid line
+    (on the fly) and a dashed one (the files) in the same colour."""
+    plt = _plt()
+    names = list(dict.fromkeys(side["corruption"]))
+    cols = min(columns, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.9 * rows), squeeze=False)
+    for ax in axes.ravel()[len(names):]:
+        ax.axis("off")
+    for ax, name in zip(axes.ravel(), names, strict=False):
+        for i, (model, part) in enumerate(side[side["corruption"] == name].groupby(
+                "model", sort=False)):
+            ax.plot(part["severity"], part["on-the-fly accuracy"], marker=".", color=f"C{i}",
+                    label=f"{model}, on the fly")
+            ax.plot(part["severity"], part["pre-rendered accuracy"], marker="x", ls="--",
+                    color=f"C{i}", label=f"{model}, pre-rendered")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("severity")
+        ax.set_ylabel("accuracy")
+        ax.set_xticks([1, 2, 3, 4, 5])
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes.ravel()[0].legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path, dpi=100)

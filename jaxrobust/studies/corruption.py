@@ -510,7 +510,6 @@ def sweep_checkpoints(config, checkpoints, out_dir: str, *, keras_models=(),
     table, per_image, summary, intervals = sweep_and_summarize(
         config, classifiers, class_names, images, labels, out_dir, log=log,
         progress=progress)
-    extra_tables = []
     if prerendered is not None:
         from jaxrobust import sweep
 
@@ -519,8 +518,6 @@ def sweep_checkpoints(config, checkpoints, out_dir: str, *, keras_models=(),
             progress=progress)
         side = compare_prerendered(table, pre, benchmark=config.sweep.table,
                                    image_size=shape[0])
-        extra_tables.append((f"Pre-rendered ({prerendered}) and on-the-fly "
-                             f"({config.sweep.table} table) accuracy", side))
     if jax.process_index() != 0:  # process 0 writes the results and the report
         return table, per_image
     with _io.publish(out_dir) as tmp:
@@ -530,11 +527,15 @@ def sweep_checkpoints(config, checkpoints, out_dir: str, *, keras_models=(),
         figures = report.sweep_figures(table, per_image, class_names, tmp,
                                        intervals=intervals,
                                        fraction=config.sweep.critical_fraction)
+        if prerendered is not None:  # the check that on-the-fly reproduces the files
+            figures.insert(0, (report.plot_prerendered(side, os.path.join(
+                tmp, "prerendered.png")), f"Pre-rendered ({prerendered}, dashed) and "
+                f"on-the-fly ({config.sweep.table} table, solid) accuracy per severity",
+                side))
         _io.write_json(os.path.join(tmp, "summary.json"), summary)
         report.write_report(
             os.path.join(tmp, "report.html"), title="jaxrobust: sweep of trained checkpoints",
-            figures=figures, tables=[*extra_tables, ("Sweep results", table)],
-            summary=summary,
+            figures=figures, tables=[("Sweep results", table)], summary=summary,
             summary_file="summary.json",
             config={k: v for k, v in config_lib.to_dict(config).items()
                     if k in ("data", "task", "sweep", "seed")},
