@@ -13,6 +13,9 @@ def _default_out() -> str:
 
 
 DEFAULT_CONFIG = "demo"
+#: `corruptions.tables.BENCHMARKS`, spelled out so that `--help` imports no JAX
+#: (tests/test_tables.py checks they agree).
+BENCHMARKS = ("imagenet", "cifar10", "tinyimagenet", "imagenet64")
 
 
 def _config(args):
@@ -265,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "(<corruption>.npy + labels.npy) or imagenetc:PATH "
                      "(<corruption>/<severity>/<class>/*.JPEG), beside the same corruptions "
                      "on the fly at severities 1-5 (needs --set sweep.target=labels)")
-    swp.add_argument("--table", choices=["imagenet", "cifar10", "tinyimagenet", "imagenet64"],
+    swp.add_argument("--table", choices=BENCHMARKS,
                      help="the benchmark whose parameters the corruptions follow (default: "
                      "the config's sweep.table, imagenet)")
     swp.add_argument("--class-names", nargs="+", metavar="NAME",
@@ -285,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     rnd.add_argument("--layout", choices=["cifar10c", "imagenetc"], default="cifar10c",
                      help="cifar10c: <corruption>.npy + labels.npy; imagenetc: "
                      "<corruption>/<severity>/<class>/*.JPEG (default cifar10c)")
-    rnd.add_argument("--table", choices=["imagenet", "cifar10", "tinyimagenet", "imagenet64"],
+    rnd.add_argument("--table", choices=BENCHMARKS,
                      default="cifar10", help="the benchmark's parameters (default cifar10)")
     rnd.add_argument("--corruptions", nargs="+", metavar="NAME",
                      help="corruptions to render (default: ImageNet-C's 15 and its 4 "
@@ -323,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("--gallery", metavar="IMAGE",
                      help="write a PNG grid of IMAGE (a file, or 'sample') under every "
                      "corruption at every severity")
-    lst.add_argument("--table", choices=["imagenet", "cifar10", "tinyimagenet", "imagenet64"],
+    lst.add_argument("--table", choices=BENCHMARKS,
                      default="imagenet", help="list this benchmark's corruptions and "
                      "severities (default imagenet)")
     lst.add_argument("--out", help="gallery PNG path (default gallery.png)")

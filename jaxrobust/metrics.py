@@ -387,22 +387,33 @@ ALEXNET_ERRORS = {
 ALEXNET_CLEAN_ERROR = 0.43478
 
 
-def _severity_errors(rows, corruption: str, benchmark: str):
-    """Errors `(5,)` of one model on `corruption` at the benchmark's severities 1..5
-    (the rows whose level is the table's level there), or a sentence naming what is
-    missing."""
+def accuracy_at_severities(rows, corruption: str, *, benchmark: str = "imagenet",
+                           image_size: int | None = None) -> list[float | None]:
+    """One model's swept accuracy on `corruption` at severities 1..5 of `benchmark`:
+    the `rows` (a sweep table's, with `level` and `accuracy`) whose level is the
+    table's level there (`corruptions.severity(..., image_size=image_size)`), None
+    where none was swept."""
     from jaxrobust import corruptions
 
-    want = corruptions.severity(corruption, [1, 2, 3, 4, 5], table=benchmark)
+    want = corruptions.severity(corruption, [1, 2, 3, 4, 5], table=benchmark,
+                                image_size=image_size)
     levels = rows["level"].to_numpy(np.float64)
-    errors = []
-    for s, level in enumerate(want, 1):
+    out = []
+    for level in want:
         hit = np.isclose(levels, level, rtol=1e-5, atol=1e-7)
-        if not hit.any():
-            return (f"undefined: {corruption} was not swept at {benchmark} severity {s} "
-                    f"(level {float(level):.4g}); sweep its severities 1..5")
-        errors.append(1.0 - float(rows["accuracy"].to_numpy()[hit][0]))
-    return np.asarray(errors)
+        out.append(float(rows["accuracy"].to_numpy()[hit][0]) if hit.any() else None)
+    return out
+
+
+def _severity_errors(rows, corruption: str, benchmark: str):
+    """Errors `(5,)` of one model on `corruption` at the benchmark's severities 1..5,
+    or a sentence naming the first one missing."""
+    accuracy = accuracy_at_severities(rows, corruption, benchmark=benchmark)
+    if None in accuracy:
+        s = accuracy.index(None) + 1
+        return (f"undefined: {corruption} was not swept at {benchmark} severity {s}; "
+                "sweep its severities 1..5")
+    return 1.0 - np.asarray(accuracy)
 
 
 def corruption_errors(table, *, baseline: str | None, clean_accuracy: dict | None = None,

@@ -222,6 +222,7 @@ def test_alexnet_mce_equals_a_hand_computation(rng):
 def test_the_listing_prints_a_benchmarks_table(capsys):
     from jaxrobust import cli
 
+    assert cli.BENCHMARKS == tables.BENCHMARKS
     assert cli.main(["corruptions", "--table", "cifar10"]) == 0
     text = capsys.readouterr().out
     assert "severities 1-5 at 32 px: 80, 65, 58, 50, 40" in text  # jpeg_compression

@@ -390,18 +390,17 @@ def compare_prerendered(table, pre, *, benchmark: str, image_size: int | None = 
     accuracy at that severity's level of `benchmark` (NaN where it was not swept)."""
     import pandas as pd
 
+    from jaxrobust import metrics
+
     rows = []
     for r in pre.itertuples(index=False):
-        level = float(corruptions.severity(r.corruption, r.severity, table=benchmark,
-                                           image_size=image_size))
         swept = table[(table["model"] == r.model) & (table["corruption"] == r.corruption)]
-        hit = swept[np.isclose(swept["level"].to_numpy(np.float64), level, rtol=1e-5,
-                               atol=1e-7)]
-        fly = float(hit["accuracy"].iloc[0]) if len(hit) else float("nan")
+        fly = metrics.accuracy_at_severities(swept, r.corruption, benchmark=benchmark,
+                                             image_size=image_size)[r.severity - 1]
+        fly = float("nan") if fly is None else fly
         rows.append({"corruption": r.corruption, "severity": r.severity, "model": r.model,
-                     "level": level, "pre-rendered accuracy": r.accuracy,
-                     "on-the-fly accuracy": fly, "difference": fly - r.accuracy,
-                     "n": r.n})
+                     "pre-rendered accuracy": r.accuracy, "on-the-fly accuracy": fly,
+                     "difference": fly - r.accuracy, "n": r.n})
     return pd.DataFrame(rows)
 
 
