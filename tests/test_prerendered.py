@@ -124,14 +124,18 @@ def test_sweep_puts_prerendered_and_on_the_fly_side_by_side(tmp_path, rng, capsy
     np.save(tmp_path / "y.npy", labels)
     data = f"npy:{tmp_path / 'x.npy'},{tmp_path / 'y.npy'}"
     names = ["contrast", "pixelate"]
+
+    def sweep(prerendered, out, *options):
+        return cli.main(["sweep", "--keras-model", str(tmp_path / "m.keras"), "--data", data,
+                         "--prerendered", prerendered, "--class-names", "a", "b", "c", "d",
+                         "--set", "data.image_size=32", "--set", "data.channels=3",
+                         *options, "--out", str(tmp_path / out), "-q"])
+
+    labels_cifar = ("--table", "cifar10", "--set", "sweep.target=labels")
     assert cli.main(["render", "--data", data, "--layout", "cifar10c", "--table", "cifar10",
                      "--corruptions", *names, "--out", str(tmp_path / "c"), "-q"]) == 0
+    assert sweep(f"cifar10c:{tmp_path / 'c'}", "sweep", *labels_cifar) == 0
     out = tmp_path / "sweep"
-    assert cli.main(["sweep", "--keras-model", str(tmp_path / "m.keras"), "--data", data,
-                     "--prerendered", f"cifar10c:{tmp_path / 'c'}", "--table", "cifar10",
-                     "--class-names", "a", "b", "c", "d", "--set", "sweep.target=labels",
-                     "--set", "data.image_size=32", "--set", "data.channels=3",
-                     "--out", str(out), "-q"]) == 0
     side = pd.read_csv(out / "prerendered.csv")
     assert sorted(set(side["corruption"])) == names and len(side) == 10
     # deterministic corruptions: the 8-bit files and the float on-the-fly images give
@@ -146,26 +150,14 @@ def test_sweep_puts_prerendered_and_on_the_fly_side_by_side(tmp_path, rng, capsy
     # the ImageNet-C layout: JPEG files, classes from the sorted folder names
     assert cli.main(["render", "--data", data, "--layout", "imagenetc", "--table", "cifar10",
                      "--corruptions", "contrast", "--out", str(tmp_path / "i"), "-q"]) == 0
-    out = tmp_path / "sweep_i"
-    assert cli.main(["sweep", "--keras-model", str(tmp_path / "m.keras"), "--data", data,
-                     "--prerendered", f"imagenetc:{tmp_path / 'i'}", "--table", "cifar10",
-                     "--class-names", "a", "b", "c", "d", "--set", "sweep.target=labels",
-                     "--set", "data.image_size=32", "--set", "data.channels=3",
-                     "--out", str(out), "-q"]) == 0
-    side = pd.read_csv(out / "prerendered.csv")
+    assert sweep(f"imagenetc:{tmp_path / 'i'}", "sweep_i", *labels_cifar) == 0
+    side = pd.read_csv(tmp_path / "sweep_i" / "prerendered.csv")
     assert list(side["corruption"].unique()) == ["contrast"] and len(side) == 5
     assert side["pre-rendered accuracy"].notna().all() and side["on-the-fly accuracy"].notna().all()
-    assert "Pre-rendered" in (out / "report.html").read_text()
+    assert "Pre-rendered" in (tmp_path / "sweep_i" / "report.html").read_text()
     # a missing set is one clear error, before any work
-    assert cli.main(["sweep", "--keras-model", str(tmp_path / "m.keras"), "--data", data,
-                     "--prerendered", f"cifar10c:{tmp_path / 'nowhere'}", "--class-names",
-                     "a", "b", "c", "d", "--set", "sweep.target=labels", "--set",
-                     "data.image_size=32", "--set", "data.channels=3", "--out",
-                     str(tmp_path / "none"), "-q"]) != 0
+    assert sweep(f"cifar10c:{tmp_path / 'nowhere'}", "none", *labels_cifar) != 0
     assert "does not exist or is not a folder" in capsys.readouterr().err
     # a pre-rendered comparison needs the labels target
-    assert cli.main(["sweep", "--keras-model", str(tmp_path / "m.keras"), "--data", data,
-                     "--prerendered", f"cifar10c:{tmp_path / 'c'}", "--class-names", "a",
-                     "b", "c", "d", "--set", "data.image_size=32", "--set", "data.channels=3",
-                     "--out", str(tmp_path / "bad"), "-q"]) != 0
+    assert sweep(f"cifar10c:{tmp_path / 'c'}", "bad") != 0
     assert "sweep.target=labels" in capsys.readouterr().err
