@@ -93,8 +93,7 @@ def _cmd_render(args) -> None:
     corruptions.tables.check(table)
     size = args.image_size or corruptions.tables.IMAGE_SIZE[table]
     source, class_names = stream.open_source(args.data, image_size=size, channels=3)
-    names = args.corruptions or [n for n in (*corruptions.IMAGENET_C,
-                                             *corruptions.IMAGENET_C_VALIDATION)]
+    names = args.corruptions or [*corruptions.IMAGENET_C, *corruptions.IMAGENET_C_VALIDATION]
     file_names = None
     if isinstance(source, stream.FolderSource):
         file_names = [os.path.splitext(os.path.basename(p))[0] for p in source.paths]

@@ -199,10 +199,10 @@ def prerendered_accuracy(classifiers: Mapping[str, tuple[Callable, object]], sou
         for start in range(0, len(source), batch):
             idx = np.arange(start, min(start + batch, len(source)))
             images, labels = read(idx)
-            x = pad_leading(stream.to_float(jnp.asarray(images)), batch)
+            x = stream.to_float(jnp.asarray(images))
             for m, (fn, params) in classifiers.items():
-                pred = np.asarray(_predict_program(fn)(params, x))[:len(idx)]
-                correct[m] += int(np.sum(pred == labels))
+                correct[m] += int(np.sum(clean_predictions(fn, params, x, batch=batch)
+                                         == labels))
         for m in classifiers:
             rows.append({"model": m, "corruption": corruption, "severity": int(severity),
                          "n": len(source), "accuracy": correct[m] / max(len(source), 1)})

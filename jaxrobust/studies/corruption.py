@@ -483,7 +483,6 @@ def sweep_checkpoints(config, checkpoints, out_dir: str, *, keras_models=(),
         if want != shape:
             raise ValueError(f"checkpoint {path} takes images of shape {want}, the config's "
                              f"data are {shape}; set data.image_size / data.channels to match.")
-    pre = None
     if prerendered is not None:
         import dataclasses
 

@@ -24,9 +24,8 @@ import numpy as np
 from jaxrobust import _io, _prng, _progress, corruptions
 from jaxrobust.data import stream
 from jaxrobust.data.prerendered import LAYOUTS, SEVERITIES
+from jaxrobust.data.task import CHUNK, _corrupt_program, _in_chunks
 from jaxrobust.sharding import local_mesh
-
-CHUNK = 32  # images per corrupting call
 
 
 def corrupted_u8(key: jax.Array, source, corruption: str, severity: int, *, table: str,
@@ -35,8 +34,6 @@ def corrupted_u8(key: jax.Array, source, corruption: str, severity: int, *, tabl
     `corruption` at benchmark `table`'s `severity`, `chunk` images at a time; gray
     images are repeated to RGB first (the benchmarks are RGB). Image `i` draws with
     `fold_in(fold_in(key, i), severity)`."""
-    from jaxrobust.data.task import _corrupt_program, _in_chunks
-
     c = corruptions.get(corruption, table=table)
     program = _corrupt_program(c.apply, local_mesh(None))
     read = stream.checked_reader(source)
