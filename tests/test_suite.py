@@ -153,12 +153,34 @@ def test_deterministic_kernels_equal_imagecorruptions(rng, name, shape):
 
 
 @pytest.mark.parametrize("shape", [(32, 32, 3), (45, 38, 3), (33, 40, 1)])
-def test_pixelate_equals_pillow_within_one_level(rng, shape):
-    u8 = _smooth_u8(rng, shape)
+def test_pixelate_equals_imagecorruptions(rng, shape):
+    u8 = rng.integers(0, 256, shape, dtype=np.uint8)  # noise: every window and tie shows
     for s in range(1, 6):
-        ref = ic.corrupt(u8, "pixelate", s)[..., :shape[-1]] / 255.0
-        out = _apply("pixelate", u8 / 255.0, _published("pixelate", s))
-        assert np.abs(out - ref).max() <= 1.0 / 255 + 1e-6
+        ref = ic.corrupt(u8, "pixelate", s)[..., :shape[-1]]
+        out = _apply("pixelate", u8 / 255.0, _published("pixelate", s)) * 255.0
+        np.testing.assert_array_equal(np.round(out), ref, err_msg=f"severity {s}")
+        assert np.abs(out - np.round(out)).max() < 1e-3
+
+
+@pytest.mark.parametrize("table", ["imagenet", "cifar10"])
+def test_pixelate_equals_pillow_at_any_factor(rng, table):
+    """Off the published factors too (every small size has Pillow's own windows), with
+    the factor batched, and windows wider than the fused band (factor < 1/5)."""
+    from PIL import Image
+
+    up = Image.NEAREST if table == "imagenet" else Image.BOX
+    factors = np.array([0.97, 0.71, 0.52, 0.33, 0.26, 0.19, 0.07, 1.0], np.float32)
+    h, w = 41, 30
+    u8 = rng.integers(0, 256, (len(factors), h, w, 3), dtype=np.uint8)
+    kernel = corruptions.get("pixelate", table=table).apply
+    out = np.asarray(jax.jit(jax.vmap(kernel))(jax.random.split(jax.random.key(0), len(factors)),
+                                               jnp.asarray(u8 / 255.0, jnp.float32),
+                                               jnp.asarray(factors))) * 255.0
+    for i, f in enumerate(factors.astype(float)):
+        small = Image.fromarray(u8[i]).resize((max(int(w * f), 1), max(int(h * f), 1)),
+                                              Image.BOX)
+        np.testing.assert_array_equal(np.round(out[i]), np.asarray(small.resize((w, h), up)),
+                                      err_msg=f"factor {f}")
 
 
 def test_gamma_equals_skimage(rng):

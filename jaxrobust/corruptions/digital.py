@@ -100,55 +100,59 @@ def saturate(key, image, severity, *, table: str = tables.DEFAULT):
     return _ops.finish(_ops.blend_below_one(x, out, severity), ok, image)
 
 
-@functools.lru_cache(maxsize=64)
-def _pillow_pixelate_matrix(n: int, factor: float, up: str) -> np.ndarray:
-    """The exact `(n, n)` matrix of Pillow's BOX-down, `up`-back round trip at `factor`.
+@functools.lru_cache(maxsize=32)
+def _pillow_pixelate_plan(n: int, up: str) -> tuple[np.ndarray, np.ndarray]:
+    """Pillow's pixelate round trip along one `n`-pixel axis, for every small size.
 
-    Read off Pillow itself (probing the identity as a float image), so that the
-    published factors reproduce its ties exactly: Pillow accumulates coordinates in
-    double precision, and `(x + 0.5) * small / n` often lands on an integer.
+    Row `s` (1 <= s <= n; row 0 repeats row 1) holds, for each of the `n` output
+    pixels, the source window `[lo, hi)` that Pillow's BOX filter averages into the
+    small pixel that `up` (`"nearest"` or `"box"`) copies back to it: `(lo, hi)`, each
+    `(n + 1, n)` int32. Read off Pillow itself (identity images in mode "F", one
+    resize per small size and direction), so ties land where its double-precision
+    coordinates put them; its BOX upsampling copies one pixel, as NEAREST does.
     """
     from PIL import Image
 
-    small = max(int(n * factor), 1)
-    eye = np.eye(n, dtype=np.float32)
-    box = np.stack([np.asarray(Image.fromarray(row[None, :], "F").resize(
-        (small, 1), Image.BOX))[0] for row in eye], axis=1)  # (small, n)
     resample = Image.NEAREST if up == "nearest" else Image.BOX
-    back = np.stack([np.asarray(Image.fromarray(row[None, :], "F").resize(
-        (n, 1), resample))[0] for row in np.eye(small, dtype=np.float32)], axis=1)
-    return (back @ box).astype(np.float32)  # (n, small) @ (small, n)
+    eye = Image.fromarray(np.eye(n, dtype=np.float32), "F")
+    lo = np.zeros((n + 1, n), np.int32)
+    hi = np.ones((n + 1, n), np.int32)
+    for s in range(1, n + 1):
+        window = np.asarray(eye.resize((s, n), Image.BOX)) > 0  # (source, small pixel)
+        first, last = window.argmax(0), n - window[::-1].argmax(0)
+        back = np.asarray(Image.fromarray(np.eye(s, dtype=np.float32), "F").resize(
+            (n, s), resample))  # (small pixel, output pixel), one-hot columns
+        src = back.argmax(0)
+        lo[s], hi[s] = first[src], last[src]
+    lo[0], hi[0] = lo[1], hi[1]
+    return lo, hi
 
 
-def _pixelate_matrix(n: int, factor, table: str):
-    """`(n, n)` matrix of Pillow's BOX downsizing to `int(n * factor)` then back up.
+#: Window offsets `_box_round_trip` sums in one fused pass; wider windows (factors
+#: below ~1/4) add one gathered row per further offset in a loop.
+_PIXELATE_BAND = 5
 
-    Up is NEAREST in `imagecorruptions` (the `imagenet` table), BOX in the small-image
-    generators; Pillow's BOX upsampling (support 1/2 pixel of the small image) picks
-    the same source pixel `floor((x + 0.5) small / n)` as NEAREST does away from ties.
-    At the table's published factors the matrix is Pillow's own
-    (`_pillow_pixelate_matrix`); at any other (traced) factor it is computed from
-    Pillow's rules.
-    """
-    small = jnp.maximum(jnp.floor(n * factor + 1e-4), 1.0)
-    scale = n / small
-    j = jnp.arange(n, dtype=jnp.float32)  # output index of the small image (< small used)
-    centre = (j + 0.5) * scale
-    lo = jnp.maximum(jnp.floor(centre - 0.5 * scale + 0.5), 0.0)
-    hi = jnp.minimum(jnp.floor(centre + 0.5 * scale + 0.5), n)
-    src = jnp.arange(n, dtype=jnp.float32)
-    u = (src[None, :] + 0.5 - centre[:, None]) / scale
-    box = ((src[None, :] >= lo[:, None]) & (src[None, :] < hi[:, None])
-           & (u > -0.5) & (u <= 0.5)).astype(jnp.float32)
-    box = box / jnp.maximum(jnp.sum(box, axis=1, keepdims=True), 1.0)  # (small, n)
-    back = jnp.floor((jnp.arange(n, dtype=jnp.float32) + 0.5) * small / n)
-    nearest = (back[:, None] == j[None, :]).astype(jnp.float32)  # (n, small)
-    out = nearest @ box
-    up = "nearest" if table == "imagenet" else "box"
-    for c in tables.LEVELS["pixelate"][table]:
-        out = jnp.where(factor == jnp.float32(c),
-                        jnp.asarray(_pillow_pixelate_matrix(n, c, up)), out)
-    return out
+
+def _box_round_trip(planes, small, plan):
+    """One axis of Pillow's 8-bit pixelate: every output row `i` of `planes` `(C, n, m)`
+    int32 becomes Pillow's BOX mean of source rows `[lo_i, hi_i)` (`plan` at the small
+    size `small`): `(sum * k + 2**21) >> 22` with `k = round(2**22 / count)`, the 22-bit
+    fixed point of its 8-bit resampler. Exact integers. The first `_PIXELATE_BAND`
+    offsets of every window are masked row gathers in one fusion (ImageNet-C's factors
+    need at most 5); a loop adds the rest of wider windows (zero trips otherwise)."""
+    n = planes.shape[1]
+    lo, hi = (jnp.asarray(a)[small] for a in plan)
+    count = hi - lo
+
+    def add(d, total):
+        rows = jnp.minimum(lo + d, n - 1)
+        return total + jnp.where((d < count)[None, :, None], planes[:, rows], 0)
+
+    total = functools.reduce(lambda t, d: add(d, t), range(1, _PIXELATE_BAND),
+                             planes[:, lo])
+    total = lax.fori_loop(_PIXELATE_BAND, jnp.max(count), add, total)
+    k = (2 ** 23 + count) // (2 * count)  # int(0.5 + 2**22 / count), as Pillow rounds
+    return (total * k[None, :, None] + 2 ** 21) >> 22
 
 
 def pixelate(key, image, factor, *, table: str = tables.DEFAULT):
@@ -157,22 +161,34 @@ def pixelate(key, image, factor, *, table: str = tables.DEFAULT):
     BOX with the small-image benchmarks' (their generators). Severities 1-5:
     `tables.LEVELS["pixelate"][table]` (ImageNet-C: 0.6, 0.5, 0.4, 0.3, 0.25).
 
+    Computed as Pillow computes an 8-bit image: the image is rounded to 8 bits (the
+    reference's uint8), resampled horizontally then vertically with 22-bit fixed-point
+    box weights, each pass rounded to 8 bits; the windows are Pillow's own for every
+    small size (`_pillow_pixelate_plan`). Equals Pillow value for value.
+
     Args:
         key: unused (deterministic).
         image: `(H, W, C)` float image in [0, 1], C in {1, 3}.
         factor: `0 < factor <= 1` (the small image is `int(H * factor)` by
             `int(W * factor)`, at least 1 pixel); may be traced.
-        table: the benchmark (static): which resampling goes back up, and which
-            factors take Pillow's exact matrices.
+        table: the benchmark (static): which resampling goes back up.
     """
     tables.check(table)
     del key
     image, x, factor, ok = _ops.start(image, factor, "pixelate",
                                     what="size factor", low=1e-6, high=1.0)
-    H, W = x.shape[:2]
-    hp = lax.Precision.HIGHEST
-    out = jnp.einsum("ij,jwc->iwc", _pixelate_matrix(H, factor, table), x, precision=hp)
-    out = jnp.einsum("kw,iwc->ikc", _pixelate_matrix(W, factor, table), out, precision=hp)
+    H, W, _ = x.shape
+    up = "nearest" if table == "imagenet" else "box"
+
+    def small(n):
+        return jnp.clip(jnp.floor(n * factor + 1e-4), 1, n).astype(jnp.int32)
+
+    u8 = jnp.round(jnp.clip(x, 0.0, 1.0) * 255.0).astype(jnp.int32)
+    planes = jnp.transpose(u8, (2, 1, 0))  # (C, W, H): Pillow goes horizontally first
+    planes = _box_round_trip(planes, small(W), _pillow_pixelate_plan(W, up))
+    planes = _box_round_trip(jnp.swapaxes(planes, 1, 2), small(H),
+                             _pillow_pixelate_plan(H, up))  # (C, H, W)
+    out = jnp.transpose(planes, (1, 2, 0)).astype(jnp.float32) / 255.0
     return _ops.finish(out, ok, image)
 
 
