@@ -383,22 +383,37 @@ def blend_below_one(image, out, severity):
     return image + mix * (out - image)
 
 
+def _fft_size(n: int) -> int:
+    """The smallest `m >= n` whose only prime factors are 2, 3 and 5 (fast FFT sizes)."""
+    m = n
+    while True:
+        k = m
+        for p in (2, 3, 5):
+            while k % p == 0:
+                k //= p
+        if k == 1:
+            return m
+        m += 1
+
+
 def fft_correlate(image, kernel, mode: str = "mirror"):
     """2-D correlation of every channel of `image` `(H, W, C)` with a centred odd
     `kernel` `(K, K)` (may be traced), boundary by `mode`, through the FFT.
 
     `mirror` is OpenCV's default border (BORDER_REFLECT_101), as `cv2.filter2D` uses.
+    The padded planes are transformed at the next 2-3-5-smooth size (zeros beyond
+    the padding never reach the kept window), along their minor axes.
     """
     H, W, _ = image.shape
     r = kernel.shape[0] // 2
     np_mode = {"mirror": "reflect", "reflect": "symmetric", "nearest": "edge",
                "wrap": "wrap"}[mode]
-    padded = jnp.pad(image, ((r, r), (r, r), (0, 0)), mode=np_mode)
-    ph, pw = padded.shape[:2]
+    planes = jnp.pad(jnp.transpose(image, (2, 0, 1)), ((0, 0), (r, r), (r, r)),
+                     mode=np_mode)  # (C, H + 2r, W + 2r)
+    size = (_fft_size(planes.shape[1]), _fft_size(planes.shape[2]))
     # correlation = convolution with the flipped kernel; put its centre at (0, 0)
     flipped = kernel[::-1, ::-1]
-    k = jnp.zeros((ph, pw), jnp.float32).at[:2 * r + 1, :2 * r + 1].set(flipped)
+    k = jnp.zeros(size, jnp.float32).at[:2 * r + 1, :2 * r + 1].set(flipped)
     k = jnp.roll(k, (-r, -r), axis=(0, 1))
-    spec = jnp.fft.rfft2(padded, axes=(0, 1)) * jnp.fft.rfft2(k)[..., None]
-    out = jnp.fft.irfft2(spec, s=(ph, pw), axes=(0, 1))
-    return out[r:r + H, r:r + W]
+    out = jnp.fft.irfft2(jnp.fft.rfft2(planes, s=size) * jnp.fft.rfft2(k)[None], s=size)
+    return jnp.transpose(out[:, r:r + H, r:r + W], (1, 2, 0))
