@@ -110,6 +110,8 @@ def _pillow_pixelate_plan(n: int, up: str) -> tuple[np.ndarray, np.ndarray]:
     `(n + 1, n)` int32. Read off Pillow itself (identity images in mode "F", one
     resize per small size and direction), so ties land where its double-precision
     coordinates put them; its BOX upsampling copies one pixel, as NEAREST does.
+    Once per process and side, when a kernel is traced: ~0.1 s at 224 pixels, ~1.3 s
+    at 512 (the probes grow as `n**3`).
     """
     from PIL import Image
 

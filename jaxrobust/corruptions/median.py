@@ -61,6 +61,22 @@ _CHUNK = 1
 _BUCKETS = (5, 10)
 
 
+def _rows_at(q, starts, lead: tuple[int, ...], H: int, column_axis: int):
+    """Slices `q[..., x0 : x0 + n, 0, dy : dy + H]` for every `(x0, dy)` of `starts`
+    `(D, 2)`, as one gather (the `D` slices written out are as many ops for XLA to
+    compile): `lead + (D, H)`, where `lead` is the sizes taken from `q`'s axes up to
+    its column axis `column_axis` (of size `n = lead[-1]`). Every slice must lie inside
+    `q` (the edge-padded plane holds every footprint's reach): no clamping."""
+    D = starts.shape[0]
+    zeros = jnp.zeros((D, 1), starts.dtype)
+    index = jnp.concatenate([zeros] * column_axis + [starts[:, :1], zeros, starts[:, 1:]], 1)
+    dims = lax.GatherDimensionNumbers(offset_dims=tuple(range(len(lead))) + (len(lead) + 1,),
+                                      collapsed_slice_dims=(column_axis + 1,),
+                                      start_index_map=tuple(range(q.ndim)))
+    return lax.gather(q, index, dims, slice_sizes=lead + (1, H),
+                      mode=lax.GatherScatterMode.PROMISE_IN_BOUNDS)
+
+
 def _huang_planes(codes, rows, max_radius: int):
     """Medians of `(P, H, W)` int32 code planes in [0, 255] with footprints `(P, D, 2)`.
 
@@ -113,7 +129,9 @@ def _huang_planes(codes, rows, max_radius: int):
     lo, hi = left[:, None, :], right[:, None, :]  # (P, 1, D)
     weight = jnp.where(cols == 0, jnp.maximum(jnp.minimum(hi, 0) - lo + 1, 0),
                        (cols >= lo) & (cols <= hi))  # (P, R + 1, D)
-    window = jnp.concatenate([q[:, R: 2 * R + 1, :, dy: dy + H] - dy for dy in range(D)], 2)
+    offsets = jnp.arange(D)
+    window = _rows_at(q, jnp.stack([jnp.full((D,), R), offsets], -1), (P, R + 1), H,
+                      1) - offsets.astype(q.dtype)[None, None, :, None]  # (P, R + 1, D, H)
     weight = separately(lambda wt: jnp.broadcast_to(wt[..., None].astype(jnp.int16),
                                                      window.shape).reshape(-1), weight)
     hist = add(jnp.zeros((256 * L,), jnp.int16), window, weight)
@@ -148,11 +166,10 @@ def _huang_planes(codes, rows, max_radius: int):
     # of the footprint as the window moves from x - 1 to x, for x = 1 .. W - 1: a
     # (W - 1, 2D * L) array of positions, one contiguous row per step.
     def plane_moves(q, left, right):  # (W + 2R, 1, H + 2R) -> (W - 1, 2D, H)
-        enter = [lax.dynamic_slice(q, (R + right[dy] + 1, 0, dy), (W - 1, 1, H)) - dy
-                 for dy in range(D)]
-        leave = [lax.dynamic_slice(q, (R + left[dy], 0, dy), (W - 1, 1, H)) - dy
-                 for dy in range(D)]
-        return jnp.concatenate(enter + leave, 1)
+        enter = _rows_at(q, jnp.stack([R + right + 1, offsets], -1), (W - 1,), H, 0)
+        leave = _rows_at(q, jnp.stack([R + left, offsets], -1), (W - 1,), H, 0)
+        return jnp.concatenate([enter, leave], 1) - jnp.concatenate(
+            [offsets, offsets]).astype(q.dtype)[None, :, None]
 
     # (empty rows move nothing: their sign is 0; keep their slices in range)
     moves = jax.vmap(plane_moves)(q, jnp.where(inside, left, 0), jnp.where(inside, right, 0))
