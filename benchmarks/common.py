@@ -67,6 +67,32 @@ def time_call(fn: Callable[[], object], *, repeats: int = 3, min_time: float = 0
     return float(np.median(times))
 
 
+def interleaved(reference: Callable[[], object], ours: Callable[[], object], *,
+                repeats: int = 5, min_time: float = 3.0,
+                budget_s: float = 2.0) -> tuple[float, float]:
+    """Median seconds of a reference pass and of our pass, timed alternately.
+
+    On a shared machine the speed of both sides drifts by several times within
+    minutes; alternating the passes makes a ratio compare the same conditions. Runs
+    at least `repeats` rounds and `min_time` seconds; a reference pass over
+    `budget_s` is timed once (and ours `repeats` times right after it). `ours` must
+    block until its result is ready, and be warmed up by the caller.
+    """
+    refs, mine = [], []
+    start = time.perf_counter()
+    while True:
+        t = time.perf_counter()
+        reference()
+        refs.append(time.perf_counter() - t)
+        if refs[0] > budget_s:
+            return refs[0], time_call(ours, repeats=repeats)
+        t = time.perf_counter()
+        ours()
+        mine.append(time.perf_counter() - t)
+        if len(refs) >= repeats and time.perf_counter() - start >= min_time:
+            return float(np.median(refs)), float(np.median(mine))
+
+
 def write_json(path: str, payload: dict) -> None:
     """Writes `payload` to `path` atomically."""
     from jaxrobust import _io

@@ -30,6 +30,7 @@ from benchmarks.common import (
     bench_parser,
     device_info,
     geometric_mean,
+    interleaved,
     parse,
     print_table,
     save,
@@ -249,7 +250,7 @@ def rgb_images(n: int, size: int, *, seed: int = 0) -> np.ndarray:
     return np.asarray(out, np.float32)
 
 
-def run_suite(n: int = 16, size: int = 224, ref_images: int = 2, repeats: int = 3,
+def run_suite(n: int = 16, size: int = 224, ref_images: int = 2, repeats: int = 5,
               names=None, chunk: int | None = 2, log=print) -> dict:
     """ImageNet-C's 15 corruptions x 5 severities: `imagecorruptions` one image at a
     time (patched only where it cannot run, see `benchmarks.reference`) against
@@ -257,7 +258,8 @@ def run_suite(n: int = 16, size: int = 224, ref_images: int = 2, repeats: int = 
     (independent keys per image and severity), split over every local device, each
     device taking `chunk` images (x 5 severities) at a time (`shard_batch(chunk=)`;
     None: its whole share at once); the images are put on the devices once, before
-    the timed calls."""
+    the timed calls. Reference and jaxrobust passes alternate (`common.interleaved`),
+    so that both sides of a ratio see the same state of a shared machine."""
     import warnings
 
     from benchmarks import reference
@@ -278,8 +280,6 @@ def run_suite(n: int = 16, size: int = 224, ref_images: int = 2, repeats: int = 
                     for s in range(1, 6):
                         ic.corrupt(image, s, name)
 
-        _, ref_s = _ref(lambda _: reference_pass(), [None], 1, repeats)
-        ref_s /= ref_images * 5
         fn = jax.vmap(jax.vmap(c.apply, in_axes=(0, None, 0)), in_axes=(0, 0, None))
         fn = shard_batch(fn, in_axes=(0, 0, None), chunk=chunk)
         keys = jax.random.split(jax.random.key(0), n * 5).reshape(n, 5)
@@ -287,9 +287,11 @@ def run_suite(n: int = 16, size: int = 224, ref_images: int = 2, repeats: int = 
         start = time.perf_counter()
         jax.block_until_ready(fn(keys, placed, levels))
         compile_s = time.perf_counter() - start
-        ours = time_call(lambda fn=fn, keys=keys, placed=placed, levels=levels:
-                         jax.block_until_ready(fn(keys, placed, levels)),
-                         repeats=repeats) / (n * 5)
+        ref_s, ours = interleaved(
+            reference_pass, lambda fn=fn, keys=keys, placed=placed, levels=levels:
+            jax.block_until_ready(fn(keys, placed, levels)), repeats=repeats)
+        ref_s /= ref_images * 5
+        ours /= n * 5
         rows.append({"kernel": name, "level": "severities 1-5",
                      "reference": "imagecorruptions 1.1.2", "ref_images_per_s": 1.0 / ref_s,
                      "jaxrobust_images_per_s": 1.0 / ours, "speedup": ref_s / ours,
