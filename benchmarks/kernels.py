@@ -250,7 +250,7 @@ def rgb_images(n: int, size: int, *, seed: int = 0) -> np.ndarray:
     return np.asarray(out, np.float32)
 
 
-def run_suite(n: int = 16, size: int = 224, ref_images: int = 2, repeats: int = 5,
+def run_suite(n: int = 16, size: int = 224, ref_images: int = 2, repeats: int = 3,
               names=None, chunk: int | None = 2, log=print) -> dict:
     """ImageNet-C's 15 corruptions x 5 severities: `imagecorruptions` one image at a
     time (patched only where it cannot run, see `benchmarks.reference`) against
