@@ -5,9 +5,13 @@ The engines put the image axis on a one-dimensional `jax.sharding.Mesh` named
 its slice of the batch, with no communication. Results do not depend on the device
 count: the kernels are per-image and random keys are per image.
 
-On a CPU, JAX shows one device however many cores there are; `jaxrobust.cpu.
-use_cpu_cores()` (called by the command line before JAX starts its backend) splits the
-host into one device per core so that a 2-core laptop runs two shards at once.
+On a CPU, JAX shows one device however many cores there are, and XLA runs most of a
+program (elementwise loops, `while` loops, sorts) on the one thread that called it.
+So on one CPU device a `shard_batch` program calls itself on one part of the batch
+per core, from a thread pool (`cpu_threads`), which keeps every core busy without
+changing the devices JAX shows. `jaxrobust.cpu.use_cpu_cores()` (called by the
+command line before JAX starts its backend) instead splits the host into one device
+per core; the two run at the same speed, within noise (docs/architecture.md).
 
 `initialize_processes` joins JAX's multi-controller runtime (`jax.distributed`), after
 which the sweep splits its images over the processes (see `sweep.engine`).
@@ -16,12 +20,15 @@ which the sweep splits its images over the processes (see `sweep.engine`).
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxrobust._validation import is_traced
 
 AXIS = "batch"
 
@@ -117,7 +124,10 @@ def shard_batch(fn: Callable, *, in_axes: Sequence[int | None], mesh: Mesh | Non
     Returns:
         A jit-compiled function with `fn`'s signature. The batch is padded to a
         multiple of the device count (times `chunk`) with copies of its first
-        element, and the padding removed from the outputs.
+        element, and the padding removed from the outputs. On one CPU device with
+        several cores, a call (outside `jit`) runs `cpu_threads(mesh)` equal parts of
+        the batch at once, each as one of that many devices would (see `_Concurrent`);
+        the results are those of the split over devices.
     """
     mesh = mesh or local_mesh()
     ndev = mesh.devices.size
@@ -142,21 +152,107 @@ def shard_batch(fn: Callable, *, in_axes: Sequence[int | None], mesh: Mesh | Non
                           out_specs=PartitionSpec(AXIS), check_vma=False)
     multiple = ndev * (chunk or 1)
 
-    @jax.jit
-    def run(*args):
+    def batch_size(args) -> int:
         if len(args) != len(in_axes):
             raise ValueError(f"expected {len(in_axes)} arguments, got {len(args)}.")
         sizes = {jnp.shape(a)[0] for a, ax in zip(args, in_axes, strict=True) if ax == 0}
         if len(sizes) != 1:
             raise ValueError(f"batched arguments differ in length: {sorted(sizes)}.")
-        n = sizes.pop()
+        return sizes.pop()
+
+    @jax.jit
+    def run(*args):
+        n = batch_size(args)
         args = tuple(pad_leading(a, multiple) if ax == 0 else a
                      for a, ax in zip(args, in_axes, strict=True))
         out = inner(*args)
         return jax.tree.map(lambda x: x[:n], out)
 
-    return run
+    threads = cpu_threads(mesh)
+    if threads == 1:
+        return run
+    return _Concurrent(run, batch_size, in_axes, threads, multiple)
 
+
+def cpu_threads(mesh: Mesh | None = None) -> int:
+    """How many parts of its batch a `shard_batch` program on `mesh` runs at once.
+
+    The host's cores (`os.sched_getaffinity`) when `mesh` is one CPU device, else 1.
+    The `JAXROBUST_CPU_THREADS` environment variable sets the number; 1 turns the
+    concurrency off.
+    """
+    devices = (mesh or local_mesh()).devices.ravel()
+    if devices.size != 1 or devices[0].platform != "cpu":
+        return 1
+    env = os.environ.get("JAXROBUST_CPU_THREADS", "").strip()
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise ValueError(f"JAXROBUST_CPU_THREADS={env!r} is not a positive whole number; "
+                             "set it to e.g. 1 (no concurrency) or the number of cores.")
+        return int(env)
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def workers(mesh: Mesh | None = None) -> int:
+    """Parts a `shard_batch` program on `mesh` splits its batch into: one per device,
+    times `cpu_threads(mesh)` on one CPU device. An engine that wants each part to see
+    `k` images gives it `k * workers(mesh)` at a time."""
+    mesh = mesh or local_mesh()
+    return mesh.devices.size * cpu_threads(mesh)
+
+
+_POOL = None
+_POOL_NAME = "jaxrobust-cpu"
+
+
+def _pool(threads: int):
+    import concurrent.futures
+
+    global _POOL
+    if _POOL is None or _POOL._max_workers < threads:
+        _POOL = concurrent.futures.ThreadPoolExecutor(threads, _POOL_NAME)
+    return _POOL
+
+
+class _Concurrent:
+    """`shard_batch`'s program on one CPU device, run on `threads` equal parts of the
+    batch at once from a thread pool, the outputs joined.
+
+    XLA's CPU runtime runs an elementwise fusion, a `while` loop or a sort on the
+    thread that called the program (only convolutions and matrix products use its own
+    thread pool), so one call keeps one core busy for most of its time. Parts called
+    from several threads keep every core busy, as one device per core would, without
+    changing the devices JAX shows. The batch is padded as `threads` devices would pad
+    it (copies of its first element), so each part has the shape one of `threads`
+    devices would get. Under a trace (a caller's `jit`), from one of the pool's own
+    threads, and for `lower`, it is the plain jitted program.
+    """
+
+    def __init__(self, run, batch_size, in_axes, threads: int, multiple: int):
+        self._run, self._batch_size, self._in_axes = run, batch_size, in_axes
+        self._threads, self._multiple = threads, multiple
+        self.lower = run.lower
+
+    def __call__(self, *args):
+        if (threading.current_thread().name.startswith(_POOL_NAME)
+                or any(is_traced(a) for a in jax.tree.leaves(args))):
+            return self._run(*args)
+        n = self._batch_size(args)
+        parts = self._threads
+        size = -(-n // (parts * self._multiple)) * self._multiple  # rows per part
+        args = [pad_leading(a, size * parts) if ax == 0 else a
+                for a, ax in zip(args, self._in_axes, strict=True)]
+
+        def part(i):
+            rows = slice(i * size, (i + 1) * size)
+            return jax.block_until_ready(self._run(
+                *(a[rows] if ax == 0 else a for a, ax in zip(args, self._in_axes, strict=True))))
+
+        outs = list(_pool(parts).map(part, range(parts)))
+        return jax.tree.map(lambda *xs: jnp.concatenate(xs)[:n], *outs)
 
 
 def initialize_processes(coordinator: str | None = None, num_processes: int | None = None,

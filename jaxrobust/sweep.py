@@ -32,7 +32,7 @@ from jaxrobust import _prng, _progress
 from jaxrobust import corruptions as registry
 from jaxrobust.data import stream
 from jaxrobust.metrics import ssim_compare, ssim_reference
-from jaxrobust.sharding import available_bytes, local_mesh, pad_leading, shard_batch
+from jaxrobust.sharding import available_bytes, local_mesh, pad_leading, shard_batch, workers
 from jaxrobust.store import SweepStore, fingerprint, run_cells
 
 TARGETS = ("corruption_type", "labels")
@@ -276,7 +276,8 @@ def engine(key: jax.Array, classifiers: Mapping[str, tuple[Callable, object]], s
         top_k: the k of the top-k records (k = 1 is `correct`).
         keep_probs: keep every probability vector (`records[...]["probs"]`; memory
             and files grow with K).
-        batch_size: images per device in a chunk, or None to pick it from the free
+        batch_size: images per device in a chunk (per core on one CPU device, see
+            `sharding.cpu_threads`), or None to pick it from the free
             memory (`auto_batch_size`); a `store` that has a size for a corruption
             keeps it.
         ssim_data_range: SSIM's `data_range`.
@@ -299,7 +300,7 @@ def engine(key: jax.Array, classifiers: Mapping[str, tuple[Callable, object]], s
         A `SweepArrays`.
     """
     mesh = local_mesh(devices)
-    ndev = mesh.devices.size
+    ndev = workers(mesh)  # the devices, or on one CPU device the parts run at once
     nproc, proc = jax.process_count(), jax.process_index()
     if nproc > 1 and store is None:
         raise ValueError("a sweep over several processes needs cells_dir (a folder every "
@@ -450,7 +451,8 @@ def run(key: jax.Array, classifiers: Mapping[str, tuple[Callable, object]], imag
         class_names: model name -> its class names; `target="corruption_type"` needs
             each corruption's class (`scale_up`, ...) and `original` among them.
         batch_size: images per device in a chunk (a chunk is `batch_size x devices`
-            images; memory bound; results do not depend on it); at most
+            images, on one CPU device `batch_size x cores`: `sharding.workers`;
+            memory bound; results do not depend on it); at most
             `ceil(N / devices)` is used. None picks it per corruption from the free
             memory (`auto_batch_size`).
         target: `corruption_type` — is the corruption recognised (the study's

@@ -6,6 +6,7 @@ import sys
 import textwrap
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -103,3 +104,39 @@ def test_chunked_shards_equal_whole_shards(rng):
             np.testing.assert_array_equal(np.asarray(got), np.asarray(whole))
     with pytest.raises(ValueError, match="chunk"):
         shard_batch(fn, in_axes=(0, 0, None), chunk=0)
+
+
+def test_one_cpu_device_runs_parts_at_once(monkeypatch, rng):
+    """On one CPU device a `shard_batch` call runs `cpu_threads` parts of its batch from
+    a thread pool, each shaped as one of that many devices would get it; the joined
+    result equals the whole batch's. Under `jit` and with the variable at 1 it is
+    the plain program."""
+    import threading
+
+    from jaxrobust import sharding
+
+    if jax.device_count() > 1 or jax.devices()[0].platform != "cpu":
+        pytest.skip("the concurrent path is for one CPU device")
+    traced = []
+
+    def fn(x, s):  # a row's output also records the batch its program saw
+        traced.append(threading.current_thread().name)
+        return x * s + x.sum(-1, keepdims=True), jnp.full(x.shape[0], x.shape[0])
+
+    x = rng.random((7, 5), dtype=np.float32)
+    want = x * 2.0 + x.sum(-1, keepdims=True)
+    for threads, chunk, part in (("1", None, 7), ("3", None, 3), ("3", 2, 2), ("2", 3, 3)):
+        monkeypatch.setenv("JAXROBUST_CPU_THREADS", threads)
+        assert sharding.workers() == int(threads)
+        traced.clear()
+        out, seen = shard_batch(fn, in_axes=(0, None), chunk=chunk)(x, 2.0)
+        np.testing.assert_allclose(np.asarray(out), want, rtol=1e-6)
+        assert out.shape == x.shape
+        assert set(np.asarray(seen).tolist()) == {chunk or part}, (threads, chunk, seen)
+        if threads != "1":
+            assert traced and all(t.startswith("jaxrobust-cpu") for t in traced), traced
+    jitted = jax.jit(lambda x: shard_batch(fn, in_axes=(0, None))(x, 2.0)[1])(x)
+    assert set(np.asarray(jitted).tolist()) == {7}  # traced: the whole batch at once
+    monkeypatch.setenv("JAXROBUST_CPU_THREADS", "two")
+    with pytest.raises(ValueError, match="JAXROBUST_CPU_THREADS"):
+        sharding.cpu_threads()

@@ -21,7 +21,7 @@ import numpy as np
 from jaxrobust.attribution.checks import attribution_drift
 from jaxrobust.attribution.gradients import integrated_gradients
 from jaxrobust.data import stream
-from jaxrobust.sharding import local_mesh, shard_batch
+from jaxrobust.sharding import local_mesh, shard_batch, workers
 from jaxrobust.store import FORMAT, SweepStore, _digest, run_cells
 
 TARGETS = ("labels", "predicted")
@@ -68,7 +68,7 @@ def _job(name, source, batch_size, devices, cells_dir, record, run, *, units, lo
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
     mesh = local_mesh(devices)
-    ndev = mesh.devices.size
+    ndev = workers(mesh)  # the devices, or on one CPU device the parts run at once
     checked = stream.checked_reader(source, labelled=labelled or None)
 
     def read(idx):  # unlabelled data explains its predictions: labels are placeholders
@@ -109,7 +109,8 @@ def integrated_gradients_source(apply_fn: Callable, params, source, *, targets: 
     Args:
         apply_fn, params: the classifier, `apply_fn(params, (B, H, W, C)) -> (B, K)`.
         source: an `(N, H, W, C)` array or a data source (`data.stream.as_source`): uint8 or
-            float images in [0, 1], read `batch_size x devices` at a time.
+            float images in [0, 1], read `batch_size x devices` at a time (on one
+            CPU device, `batch_size x cores`: `sharding.workers`).
         targets: `labels` (the source's) or `predicted` (the model's on the clean image).
         steps, method, baseline: as `integrated_gradients` (a baseline kind).
         batch_size: images per device and chunk (IG's memory is `steps`-chunked inside).
