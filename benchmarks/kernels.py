@@ -9,11 +9,14 @@ The references are what the corruption study ran, one image at a time:
 `cv2.medianBlur` (a square window) are context rows: fast peers that are not exact
 replacements. jaxrobust runs jit-compiled (compile timed apart) and vmapped over the
 whole batch, with the level passed as a traced array, timed both with the batch split
-over every local device (on a CPU: one device per core, see `jaxrobust.sharding`) and
-on one device (XLA then threads large ops itself); the faster placement is reported,
-both figures are kept in the row. The batch is put on the devices once
-(`sharding.place_batch`) before the timed calls, as a sweep keeps it there over its
-levels; the seconds that copy took are kept in the row (`place_s_by_placement`).
+over every local device (in the tuned set-up, `--cpu-cores`: one device per core) and
+on one device (where a call runs one part of the batch per core from a thread pool,
+see `jaxrobust.sharding`); the faster placement is reported, both figures are kept in
+the row. The batch is put on the devices once (`sharding.place_batch`) before the
+timed calls, as a sweep keeps it there over its levels; the seconds that copy took
+are kept in the row (`place_s_by_placement`). Each main row's reference passes and
+jaxrobust calls alternate (`common.interleaved`), so that its ratio compares one state
+of a shared machine; the context rows reuse jaxrobust's time from the main row.
 
 Run from the repository root: `python -m benchmarks.kernels`.
 """
@@ -72,7 +75,8 @@ def _ours(fn, images, level, keys, repeats):
     took are returned apart. Seconds: the median over at least `repeats` calls and
     0.5 s (a call of a few milliseconds swings by 2x on a shared machine).
 
-    Returns `(out, compile_s, seconds, placement, seconds_by_placement, place_s_by_placement)`.
+    Returns `(out, compile_s, seconds, placement, seconds_by_placement,
+    place_s_by_placement, call)`, `call` a blocking call of the faster placement.
     """
     level = jnp.asarray(level, jnp.float32 if np.ndim(level) == 0 else jnp.int32)
     placements = {"one device": local_mesh(1)}
@@ -88,10 +92,22 @@ def _ours(fn, images, level, keys, repeats):
         compile_s = time.perf_counter() - start
         seconds = time_call(lambda b=batched, k=k, x=x: jax.block_until_ready(b(k, x, level)),
                             repeats=repeats, min_time=0.5)
-        timed[placement] = (np.asarray(out), compile_s, seconds, place_s)
+        call = (lambda b=batched, k=k, x=x: jax.block_until_ready(b(k, x, level)))
+        timed[placement] = (np.asarray(out), compile_s, seconds, place_s, call)
     best = min(timed, key=lambda k: timed[k][2])
     return (*timed[best][:3], best, {k: v[2] for k, v in timed.items()},
-            {k: v[3] for k, v in timed.items()})
+            {k: v[3] for k, v in timed.items()}, timed[best][4])
+
+
+def _paired(fn, items, count, ours, repeats):
+    """`(outputs, reference seconds per item, seconds of ours())`: `fn` on the first
+    `count` items once for its outputs (and warm-up), then reference passes and
+    `ours()` calls alternately (`common.interleaved`), so that a ratio compares one
+    state of a shared machine."""
+    outs = [fn(item) for item in items[:count]]
+    ref_s, ours_s = interleaved(lambda: [fn(item) for item in items[:count]], ours,
+                                repeats=repeats, min_time=1.0, budget_s=float("inf"))
+    return outs, ref_s / count, ours_s
 
 
 def _place(tree, mesh):
@@ -164,19 +180,20 @@ def run(n: int = 64, size: int = 174, radii=(1, 5, 10, 19), ref_images: int = 16
 
     # scale_up: an integer crop so that cv2 computes the same thing
     crop = 11
-    out, comp, ours, *place = _ours(corruptions.scale_up, images, crop, keys, repeats)
-    refs, ref_s = _ref(lambda im: cv2.resize(im[crop:-crop, crop:-crop], (size, size),
-                                             interpolation=cv2.INTER_LINEAR),
-                       images[..., 0], n, repeats)
+    out, comp, ours, *place, call = _ours(corruptions.scale_up, images, crop, keys, repeats)
+    refs, ref_s, ours = _paired(lambda im: cv2.resize(im[crop:-crop, crop:-crop], (size, size),
+                                                      interpolation=cv2.INTER_LINEAR),
+                                images[..., 0], n, call, repeats)
     err = float(np.max(np.abs(out[..., 0] - np.asarray(refs))))
     add("scale_up", crop, "cv2.resize INTER_LINEAR", ref_s, ours, comp, exact=err < 1e-4,
         note=f"max abs diff {err:.2g}", placement=place)
 
     for r in radii:
-        out, comp, ours, *place = _ours(corruptions.median_blur, images, r, keys, repeats)
+        out, comp, ours, *place, call = _ours(corruptions.median_blur, images, r, keys,
+                                              repeats)
         count = min(n, ref_images)
-        refs, ref_s = _ref(lambda im, r=r: median(im, disk(r), mode="nearest"),
-                           images[..., 0], count, repeats)
+        refs, ref_s, ours = _paired(lambda im, r=r: median(im, disk(r), mode="nearest"),
+                                      images[..., 0], count, call, repeats)
         exact = bool(np.array_equal(out[:count, ..., 0], np.asarray(refs)))
         add("median_blur", r, "skimage.filters.median", ref_s, ours, comp, exact=exact,
             note=f"reference timed on {count} images", placement=place)
@@ -189,20 +206,22 @@ def run(n: int = 64, size: int = 174, radii=(1, 5, 10, 19), ref_images: int = 16
 
     for r in float_radii:
         footprint = np.asarray(corruptions.disk_footprint(r))
-        out, comp, ours, *place = _ours(corruptions.median_blur, images, footprint, keys,
-                                        repeats)
+        out, comp, ours, *place, call = _ours(corruptions.median_blur, images, footprint,
+                                              keys, repeats)
         count = min(n, ref_images)
-        refs, ref_s = _ref(lambda im, r=r: median(im, disk(r), mode="nearest"),
-                           images[..., 0], count, repeats)
+        refs, ref_s, ours = _paired(lambda im, r=r: median(im, disk(r), mode="nearest"),
+                                    images[..., 0], count, call, repeats)
         exact = bool(np.array_equal(out[:count, ..., 0], np.asarray(refs)))
         add("median_blur", r, "skimage.filters.median", ref_s, ours, comp, exact=exact,
             note=f"float radius {r!r}, traced footprint; reference timed on {count} images",
             placement=place)
 
     sigma = 0.05
-    out, comp, ours, *place = _ours(corruptions.gaussian_noise, images, sigma, keys, repeats)
-    refs, ref_s = _ref(lambda im: random_noise(im, mode="gaussian", var=sigma**2, clip=True),
-                       images[..., 0], n, repeats)
+    out, comp, ours, *place, call = _ours(corruptions.gaussian_noise, images, sigma, keys,
+                                          repeats)
+    refs, ref_s, ours = _paired(
+        lambda im: random_noise(im, mode="gaussian", var=sigma**2, clip=True),
+        images[..., 0], n, call, repeats)
     add("gaussian_noise", sigma, "skimage.util.random_noise", ref_s, ours, comp,
         note="same distribution, different generator", placement=place)
 
@@ -212,11 +231,10 @@ def run(n: int = 64, size: int = 174, radii=(1, 5, 10, 19), ref_images: int = 16
     start = time.perf_counter()
     scores = np.asarray(jax.block_until_ready(batched(*placed)))
     comp = time.perf_counter() - start
-    ours = time_call(lambda: jax.block_until_ready(batched(*placed)), repeats=repeats,
-                     min_time=0.5)
-    ref_scores, ref_s = _ref(
+    ref_scores, ref_s, ours = _paired(
         lambda ab: structural_similarity(*ab, data_range=1.0, channel_axis=-1),
-        list(zip(images, noisy, strict=True)), n, repeats)
+        list(zip(images, noisy, strict=True)), n,
+        lambda: jax.block_until_ready(batched(*placed)), repeats)
     err = float(np.max(np.abs(scores - np.asarray(ref_scores))))
     add("ssim", 7, "skimage structural_similarity", ref_s, ours, comp, exact=err < 1e-5,
         note=f"max abs diff {err:.2g}")
