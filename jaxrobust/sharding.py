@@ -11,7 +11,7 @@ So on one CPU device a `shard_batch` program calls itself on one part of the bat
 per core, from a thread pool (`cpu_threads`), which keeps every core busy without
 changing the devices JAX shows. `jaxrobust.cpu.use_cpu_cores()` (called by the
 command line before JAX starts its backend) instead splits the host into one device
-per core; the two run at the same speed, within noise (docs/architecture.md).
+per core; the sweep runs at the same speed either way (docs/architecture.md).
 
 `initialize_processes` joins JAX's multi-controller runtime (`jax.distributed`), after
 which the sweep splits its images over the processes (see `sweep.engine`).
@@ -213,6 +213,8 @@ def _pool(threads: int):
 
     global _POOL
     if _POOL is None or _POOL._max_workers < threads:
+        if _POOL is not None:
+            _POOL.shutdown(wait=False)  # its running parts finish; new ones go to the new pool
         _POOL = concurrent.futures.ThreadPoolExecutor(threads, _POOL_NAME)
     return _POOL
 
