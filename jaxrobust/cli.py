@@ -192,9 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-q", "--quiet", action="store_true", default=default,
                        help="print nothing but errors (no log lines, no progress bars)")
         p.add_argument("--one-device", action="store_true", default=default,
-                       help="run on JAX's single default CPU device instead of one CPU "
-                       "device per core (the default: every core works; results are the "
-                       "same either way)")
+                       help="run on JAX's single default CPU device (whose batched calls "
+                       "still run one part per core from a thread pool; "
+                       "JAXROBUST_CPU_THREADS=1 keeps them to one) instead of one CPU "
+                       "device per core (the default); results are the same either way")
 
     parser = argparse.ArgumentParser(
         prog="jaxrobust",
