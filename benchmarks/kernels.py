@@ -193,7 +193,7 @@ def run(n: int = 64, size: int = 174, radii=(1, 5, 10, 19), ref_images: int = 16
                                               repeats)
         count = min(n, ref_images)
         refs, ref_s, ours = _paired(lambda im, r=r: median(im, disk(r), mode="nearest"),
-                                      images[..., 0], count, call, repeats)
+                                    images[..., 0], count, call, repeats)
         exact = bool(np.array_equal(out[:count, ..., 0], np.asarray(refs)))
         add("median_blur", r, "skimage.filters.median", ref_s, ours, comp, exact=exact,
             note=f"reference timed on {count} images", placement=place)
