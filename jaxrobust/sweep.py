@@ -300,7 +300,7 @@ def engine(key: jax.Array, classifiers: Mapping[str, tuple[Callable, object]], s
         A `SweepArrays`.
     """
     mesh = local_mesh(devices)
-    ndev = workers(mesh)  # the devices, or on one CPU device the parts run at once
+    parts = workers(mesh)  # the devices, or on one CPU device the parts run at once
     nproc, proc = jax.process_count(), jax.process_index()
     if nproc > 1 and store is None:
         raise ValueError("a sweep over several processes needs cells_dir (a folder every "
@@ -329,16 +329,16 @@ def engine(key: jax.Array, classifiers: Mapping[str, tuple[Callable, object]], s
                                  tuple(top_k), keep_probs, first)
         start = time.perf_counter()
         # A chunk larger than the data would only compute padding copies.
-        per_device = -(-n // ndev)
-        size = None if batch_size is None else min(batch_size, per_device)
+        per_part = -(-n // parts)
+        size = None if batch_size is None else min(batch_size, per_part)
         size = size if store is None else store.fix_batch_size(name, size)
         if size is None and proc > 0:  # process 0 chooses; the others take its size
             size = store.wait_batch_size(name, wait_timeout)
         if size is None:
-            sample = sample or read(np.arange(min(n, 8 * ndev)))
+            sample = sample or read(np.arange(min(n, 8 * parts)))
             size = min(auto_batch_size(program, consts, sample[0], expect(name, sample[1],
                                                                            len(sample[0])),
-                                       lv, devices=ndev, n=n) // ndev, per_device)
+                                       lv, devices=parts, n=n) // parts, per_part)
             log(f"  sweep {name}: {size} images per chunk and device (from the free memory)")
         if store is not None:
             store.remember(name, size)
@@ -348,7 +348,7 @@ def engine(key: jax.Array, classifiers: Mapping[str, tuple[Callable, object]], s
                                     functools.partial(expect, name), size, len(fns), first,
                                     f"  compiling the {name} sweep program (once per process "
                                     "and chunk shape) ...", progress)
-        ordered = run_cells(name, n, size, ndev, read, compute, store=store, pool=pool,
+        ordered = run_cells(name, n, size, parts, read, compute, store=store, pool=pool,
                             units=len(lv), desc=f"sweep {name}", unit="img-lvl",
                             wait_timeout=wait_timeout, log=lambda s: log(f"  sweep {s}"),
                             progress=progress)

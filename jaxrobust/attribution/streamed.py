@@ -68,7 +68,7 @@ def _job(name, source, batch_size, devices, cells_dir, record, run, *, units, lo
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
     mesh = local_mesh(devices)
-    ndev = workers(mesh)  # the devices, or on one CPU device the parts run at once
+    parts = workers(mesh)  # the devices, or on one CPU device the parts run at once
     checked = stream.checked_reader(source, labelled=labelled or None)
 
     def read(idx):  # unlabelled data explains its predictions: labels are placeholders
@@ -81,9 +81,9 @@ def _job(name, source, batch_size, devices, cells_dir, record, run, *, units, lo
         store = SweepStore(cells_dir, {**record, "images": stream.source_digest(source)})
         store.fix_batch_size(name, batch_size)
         store.remember(name, batch_size)
-    size = min(batch_size, -(-n // ndev))
+    size = min(batch_size, -(-n // parts))
     start = time.perf_counter()
-    cells = run_cells(name, n, size, ndev, read, functools.partial(run, mesh, size), store=store,
+    cells = run_cells(name, n, size, parts, read, functools.partial(run, mesh, size), store=store,
                       units=units, desc=name, unit="img", wait_timeout=wait_timeout,
                       log=log, progress=progress)
     seconds = time.perf_counter() - start
