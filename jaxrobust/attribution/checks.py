@@ -8,6 +8,7 @@ Spearman rank correlation of their channel-summed magnitudes.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -76,12 +77,14 @@ def _rank_correlation(a, b):
 def attribution_drift(key, apply_fn: Callable, params, images, targets, *, corruption: str,
                       levels, steps: int = 32, method: str = "saliency",
                       indices=None) -> dict:
-    """How far attribution maps move as a corruption grows, for all levels in one call.
+    """How far attribution maps move as a corruption grows, for all levels at once.
 
     For every level, each image is corrupted (key per image and level), its map is
     computed for the same target, and compared with the clean image's map: SSIM of the
     maps (each scaled to [0, 1] by its maximum magnitude) and Spearman rank correlation
-    of the pixel magnitudes (channels summed).
+    of the pixel magnitudes (channels summed). Two compiled calls: every corrupted copy
+    (`L x` the images in memory), then the maps a level at a time in a program that
+    depends on the model, not the corruption (compiled once per model and shape).
 
     Args:
         key: PRNG key for the corruption.
@@ -107,18 +110,35 @@ def attribution_drift(key, apply_fn: Callable, params, images, targets, *, corru
     else:  # the sweep's encoding: the median's float radii as exact footprints
         values = jnp.asarray(levels, jnp.float32)
         levels = jnp.asarray(corruptions.kernel_levels(corruption, np.asarray(levels)))
-    clean = _magnitude_map(apply_fn, params, images, targets, method, steps)
-    n = images.shape[0]
+    indices = jnp.arange(images.shape[0]) if indices is None else indices
+    corrupted = _corrupt_levels(kernel, key, images, levels, indices)
+    scores, ranks = _drift_scores(apply_fn, method, steps, params, images, corrupted,
+                                  targets)
+    return {"levels": values, "ssim": scores, "rank_correlation": ranks}
 
+
+# Two programs, not one: the corruption's is small, and the maps' (the model's backward
+# pass, the slow compile) depends on the model only, so every corruption of a model
+# shares it (the main job's drift: one big compile per model, not per curve).
+@functools.partial(jax.jit, static_argnums=0)
+def _corrupt_levels(kernel, key, images, levels, indices):
+    """`(L, N, H, W, C)`: every image at every level, image `i` at step `s` drawing with
+    `item_keys(key, indices, s)`."""
     def at(step_level):
         step, level = step_level
-        keys = _prng.item_keys(key, jnp.arange(n) if indices is None else indices, step)
-        corrupted = jax.vmap(kernel, in_axes=(0, 0, None))(keys, images, level)
-        return _map_similarity(clean, _magnitude_map(apply_fn, params, corrupted, targets,
-                                                     method, steps))
+        keys = _prng.item_keys(key, indices, step)
+        return jax.vmap(kernel, in_axes=(0, 0, None))(keys, images, level)
 
-    scores, ranks = jax.lax.map(at, (jnp.arange(levels.shape[0]), levels))
-    return {"levels": values, "ssim": scores, "rank_correlation": ranks}
+    return jax.lax.map(at, (jnp.arange(levels.shape[0]), levels))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _drift_scores(apply_fn, method, steps, params, images, corrupted, targets):
+    """`(ssim (L, N), rank correlation (L, N))` of each level's maps against the clean
+    maps; one level's maps at a time."""
+    clean = _magnitude_map(apply_fn, params, images, targets, method, steps)
+    return jax.lax.map(lambda x: _map_similarity(
+        clean, _magnitude_map(apply_fn, params, x, targets, method, steps)), corrupted)
 
 
 def _magnitude_map(apply_fn, params, x, targets, method, steps):
