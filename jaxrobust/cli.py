@@ -107,7 +107,8 @@ def _cmd_counterfactual(args) -> None:
 
     if args.config is None:
         args.config = "digits_ig"
-    counterfactual.run(_config(args), args.out or _default_out(), log=_log(args))
+    counterfactual.run(_config(args), args.out or _default_out(), log=_log(args),
+                       restart=args.restart)
 
 
 def _cmd_corruptions(args) -> None:
@@ -235,9 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--corruptions", nargs="+", metavar="NAME",
                      help="corruptions to train on and sweep (any registered name; "
                      "default: the config's task.corruptions)")
-    run.add_argument("--restart", action="store_true",
-                     help="remove the --out folder's earlier outputs and start afresh (a "
-                     "rerun with another config is refused otherwise)")
+    def restart_option(p):
+        p.add_argument("--restart", action="store_true",
+                       help="remove the --out folder's earlier outputs and start afresh (a "
+                       "rerun with another config is refused otherwise)")
+
+    restart_option(run)
     run.set_defaults(fn=_cmd_run)
 
     trn = with_config(command("train", help="train the configured models"))
@@ -314,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     cf = with_config(command(
         "counterfactual", help="edit misclassified images until the model is right "
         "(default config: digits_ig)"), default="digits_ig")
+    restart_option(cf)
     cf.set_defaults(fn=_cmd_counterfactual)
 
     demo = command("kernels-demo", help="the kernel protocol on a bundled photo")

@@ -33,11 +33,13 @@ def test_run_trains_sweeps_and_reports(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err.strip().splitlines()  # progress lines, then the error
     assert "the disk is full" in err[-1] and err[-1].startswith("jaxrobust: error: ")
     assert sum("error" in line for line in err) == 1 and "Traceback" not in "\n".join(err)
-    assert sorted(p.name for p in out.iterdir()) == ["models", "run.json", "sweep_cells"]
+    assert sorted(p.name for p in out.iterdir()) == ["drift_cells", "models", "run.json",
+                                                      "sweep_cells"]
     monkeypatch.undo()
     assert cli.main(["run", *SMALL, "--out", str(out)]) == 0  # resumes the finished work
     log = capsys.readouterr().out
     assert "resuming small_cnn after epoch 1" in log and "chunks resumed" in log
+    assert "attribution drift: 3 curves resumed" in log
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 120  # every (model, corruption, step) of the protocol

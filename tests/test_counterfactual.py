@@ -1,6 +1,8 @@
 """Attribution-guided edits: the rule against NumPy, searches against plain loops."""
 
+import base64
 import csv
+import re
 
 import jax
 import jax.numpy as jnp
@@ -274,6 +276,22 @@ def test_counterfactual_command_edits_every_misclassified_image(tmp_path, capsys
     assert all(r["true"] != r["predicted"] for r in rows)
     for name in ("report.html", "summary.json", "edits_ig_search.png", "edits_random_flips.png"):
         assert (out / name).stat().st_size > 0, name
+    # summary first: what was run, then the success table, then the figures
+    page = (out / "report.html").read_text()
+    assert page.index("What was run") < page.index("Success per method") < page.index("Figures")
+    assert "parameters" in page and "<pre>{" not in page
+    shown = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)
+    assert len(shown) == 5 and all(base64.b64decode(b).startswith(b"\x89PNG") for b in shown)
+    # the folder stays whole: another config stops before any work, the same one is done
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert cli.main([*args, "--set", "counterfactual.ig_steps=16"]) == 2
+    assert "counterfactual.ig_steps (8 -> 16)" in capsys.readouterr().err
+    assert cli.main(args) == 0 and "nothing to do" in capsys.readouterr().out
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert cli.main(["run", *args[1:]]) == 2  # the main job does not take this folder
+    assert "holds the results of `jaxrobust counterfactual`" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert cli.main(["counterfactual", "--set", "counterfactual.fraction=2", "--out",
                      str(tmp_path / "bad")]) == 2
     assert "fraction" in capsys.readouterr().err

@@ -19,12 +19,15 @@ from jaxrobust.report.plots import (
     plot_training_curves,
 )
 from jaxrobust.report.run import (
+    corruption_table,
     leaderboard,
+    model_line,
     run_flags,
     run_footer,
     run_overview,
     saliency_figures,
     sweep_figures,
+    training_flags,
 )
 
 __all__ = [
@@ -41,11 +44,14 @@ __all__ = [
     "plot_ssim_vs_level",
     "plot_test_confusion",
     "plot_training_curves",
+    "corruption_table",
     "leaderboard",
+    "model_line",
     "run_flags",
     "run_footer",
     "run_overview",
     "saliency_figures",
     "sweep_figures",
+    "training_flags",
     "write_report",
 ]

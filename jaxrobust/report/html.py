@@ -21,34 +21,37 @@ def _cell(v) -> str:
     return html.escape(str(v))
 
 
-def _table(frame, *, collapse_over: int = 20, heading: str | None = None) -> str:
-    """A DataFrame as an HTML table (numbers to 3-4 significant digits); long ones folded."""
-    body = ("<div class='wide'>" + frame.to_html(index=False, float_format=lambda v: f"{v:.4g}",
+def _table(frame, *, collapse_over: int = 20, file: str | None = None) -> str:
+    """A DataFrame as an HTML table (numbers to 3 significant digits); long ones folded,
+    with a link to `file` (the same rows in full) when given."""
+    body = ("<div class='wide'>" + frame.to_html(index=False, float_format=lambda v: f"{v:.3g}",
                                                   na_rep="–") + "</div>")
     if len(frame) > collapse_over:
-        label = html.escape(heading or "table")
-        return (f"<details><summary>{label}: {len(frame)} rows (click to show; also "
-                f"in the CSV)</summary>{body}</details>")
+        link = (f"<p>Every row at full precision: <a href='{html.escape(file)}'>"
+                f"{html.escape(file)}</a>.</p>" if file else "")
+        return (f"<details><summary>{len(frame)} rows (click to show)</summary>{body}"
+                f"</details>{link}")
     return body
 
 
 def write_report(path: str, *, title: str, figures: list, tables: list, summary: dict,
                  config: dict, notes: list[str] = (), overview: list | None = None,
-                 leaderboard=None, flags: list[str] = (), footer: list | None = None,
+                 results: list = (), flags: list[str] = (), footer: list | None = None,
                  summary_file: str | None = None) -> str:
     """Writes `path` (atomically): what was run first, then results, then details.
 
     Args:
         figures: `(png path, caption)` pairs, embedded as base64, or `(png path,
             caption, DataFrame)` with a table shown right under the figure.
-        tables: `(heading, pandas DataFrame)` pairs; tables over 20 rows are folded
-            (`<details>`).
+        tables: `(heading, pandas DataFrame[, file])`, shown after the figures; a
+            table over 20 rows is folded (`<details>`) and links to `file`, its CSV.
         summary: the run's summaries; shown as a link to `summary_file` when given,
             else as a short key list (never as a raw dump).
         config: the run's config (the sections that applied), shown as YAML.
         notes: paragraphs shown under the title.
         overview: `(label, value)` rows: what was run (data, task, models, time).
-        leaderboard: a DataFrame, one row per model, shown right after the overview.
+        results: `(heading, DataFrame)` pairs shown right after the overview: the
+            results table (one row per model, or method) and its details.
         flags: sentences about likely problems (overfitting, chance level, ...).
         footer: `(label, value)` rows: versions, devices, protocol, seed, command.
     """
@@ -73,9 +76,9 @@ def write_report(path: str, *, title: str, figures: list, tables: list, summary:
         parts.append("<h2>What was run</h2><dl class='kv'>")
         parts += [f"<dt>{html.escape(k)}</dt><dd>{_cell(v)}</dd>" for k, v in overview]
         parts.append("</dl>")
-    if leaderboard is not None:
-        parts.append("<h2>Results by model</h2>")
-        parts.append(_table(leaderboard))
+    for heading, frame in results:
+        parts.append(f"<h2>{html.escape(heading)}</h2>")
+        parts.append(_table(frame))
     if flags:
         parts.append("<h2>Check these</h2><ul class='flags'>")
         parts += [f"<li>{html.escape(f)}</li>" for f in flags]
@@ -85,9 +88,9 @@ def write_report(path: str, *, title: str, figures: list, tables: list, summary:
         parts.append(_img(fig[0], fig[1]))
         if len(fig) > 2 and fig[2] is not None:
             parts.append(_table(fig[2]))
-    for heading, frame in tables:
+    for heading, frame, *file in tables:
         parts.append(f"<h2>{html.escape(heading)}</h2>")
-        parts.append(_table(frame, heading=heading))
+        parts.append(_table(frame, file=file[0] if file else None))
     if summary_file:
         link = html.escape(summary_file)
         parts.append(f"<p>Every summary, at full precision: <a href='{link}'>{link}</a>.</p>")

@@ -13,7 +13,7 @@ from jaxrobust.report.plots import _plt, _save
 def _save_rows(fig, plt, path: str, suptitle: str, row_height: float, rows: int) -> str:
     """Title, layout (room for the title above `rows` rows), save, close."""
     if suptitle:
-        fig.suptitle(suptitle, fontsize=9)
+        fig.suptitle(suptitle, fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (row_height * rows)))
     return _save(fig, path, dpi=100)
 
@@ -48,8 +48,9 @@ def plot_attribution_panels(images, maps, titles, path: str, *, suptitle: str = 
 
 
 def plot_edit_panels(images, attributions, masks, edited, titles, path: str, *,
-                     suptitle: str = "") -> str:
-    """Rows of original | attribution | edit mask | edited (the attribution study).
+                     suptitle: str = "", per_row: int = 2) -> str:
+    """Examples of original | attribution | edit mask | edited (the attribution study),
+    `per_row` examples side by side, filling the page's width.
 
     Args:
         images, edited: `(N, H, W, C)` in [0, 1].
@@ -62,25 +63,30 @@ def plot_edit_panels(images, attributions, masks, edited, titles, path: str, *,
     plt = _plt()
     images, edited, masks = np.asarray(images), np.asarray(edited), np.asarray(masks)
     n = len(images)
-    fig, axes = plt.subplots(n, 4, figsize=(7.2, 1.95 * n), squeeze=False)
+    rows = -(-n // per_row)
+    row_height = 14.0 / (4 * per_row) + 0.45
+    fig, axes = plt.subplots(rows, 4 * per_row, figsize=(14.0, row_height * rows + 0.4),
+                             squeeze=False)
     gray = lambda x: x[..., 0] if x.shape[-1] == 1 else x
+    for ax in axes.ravel():
+        ax.axis("off")
     for i in range(n):
-        axes[i, 0].imshow(gray(images[i]), cmap="gray", vmin=0, vmax=1)
-        axes[i, 0].set_title(titles[i][0], fontsize=7)
+        r, c = divmod(i, per_row)
+        ax = axes[r, 4 * c:4 * c + 4]
+        ax[0].imshow(gray(images[i]), cmap="gray", vmin=0, vmax=1)
+        ax[0].set_title(titles[i][0], fontsize=9)
         if attributions is not None:
             a = np.asarray(attributions[i]).sum(-1)
             scale = max(float(np.abs(a).max()), 1e-12)
-            axes[i, 1].imshow(a, cmap="bwr", vmin=-scale, vmax=scale)
-            axes[i, 1].set_title("attribution (red +, blue -)", fontsize=7)
+            ax[1].imshow(a, cmap="bwr", vmin=-scale, vmax=scale)
+            ax[1].set_title("attribution (red +, blue -)", fontsize=9)
         else:
-            axes[i, 1].set_title("no attribution", fontsize=7)
-        axes[i, 2].imshow(masks[i], cmap="gray", vmin=0, vmax=1)
-        axes[i, 2].set_title(f"edited pixels: {int(masks[i].sum())}", fontsize=7)
-        axes[i, 3].imshow(gray(edited[i]), cmap="gray", vmin=0, vmax=1)
-        axes[i, 3].set_title(titles[i][1], fontsize=7)
-        for ax in axes[i]:
-            ax.axis("off")
-    return _save_rows(fig, plt, path, suptitle, 1.95, n)
+            ax[1].set_title("no attribution", fontsize=9)
+        ax[2].imshow(masks[i], cmap="gray", vmin=0, vmax=1)
+        ax[2].set_title(f"edited pixels: {int(masks[i].sum())}", fontsize=9)
+        ax[3].imshow(gray(edited[i]), cmap="gray", vmin=0, vmax=1)
+        ax[3].set_title(titles[i][1], fontsize=9)
+    return _save_rows(fig, plt, path, suptitle, row_height, rows)
 
 
 def plot_gallery(image, panels, names, severities, path: str, *, suptitle: str = "") -> str:
@@ -156,7 +162,7 @@ def plot_kernel_protocol(rows, corrupted, out_dir: str) -> list[str]:
     return [os.path.join(out_dir, "ssim_vs_level.png"), os.path.join(out_dir, "gallery.png")]
 
 
-def plot_saliency_grid(images, maps, captions, path: str, *, columns: int = 4,
+def plot_saliency_grid(images, maps, captions, path: str, *, columns: int = 3,
                        method: str = "saliency") -> str:
     """A grid of examples filling the width: each is the image and its attribution
     heat map side by side, under one caption; one colorbar for every map.
@@ -173,7 +179,8 @@ def plot_saliency_grid(images, maps, captions, path: str, *, columns: int = 4,
     images, maps = np.asarray(images), np.abs(np.asarray(maps)).sum(-1)
     n = len(images)
     rows = -(-n // columns)
-    fig, axes = plt.subplots(rows, 2 * columns, figsize=(14.0, 2.0 * rows + 0.4),
+    fig, axes = plt.subplots(rows, 2 * columns, figsize=(14.0, 14.0 / (2 * columns) * rows
+                                                         + 0.6 * rows + 0.4),
                              squeeze=False, layout="constrained")
     im = None
     for ax in axes.ravel():
@@ -185,7 +192,7 @@ def plot_saliency_grid(images, maps, captions, path: str, *, columns: int = 4,
         left, right = axes[r, 2 * c], axes[r, 2 * c + 1]
         left.imshow(shown, cmap="gray", vmin=0, vmax=1)
         im = right.imshow(heat, cmap="inferno", vmin=0, vmax=1)
-        left.set_title(captions[i], fontsize=7, loc="left")
+        left.set_title(captions[i], fontsize=11, loc="left")  # legible on a 900 px page
     if im is not None:
         fig.colorbar(im, ax=axes, shrink=0.6, label=f"{method} (|map| / its maximum)")
     return _save(fig, path, dpi=100)

@@ -17,12 +17,18 @@ def _short(value) -> object:
     return value
 
 
+def _curves(per: dict) -> dict:
+    """A model's per-corruption summaries (the entries with an AUC)."""
+    return {name: s for name, s in per.items() if isinstance(s, dict) and "auc" in s}
+
+
 def leaderboard(summary: dict, trained: dict):
-    """One row per model: clean accuracy, and per corruption the mean accuracy, AUC,
-    critical level and critical SSIM; mCE and relative mCE against the last model, and
-    the benchmark's (AlexNet-normalised for ImageNet-C, unnormalised for the others).
-    A cell is "never" where accuracy never crosses the critical fraction and
-    "undefined" where a summary has no reference (summary.json says why)."""
+    """One row per model, as RobustBench presents robustness: clean accuracy, the test
+    task's accuracy (trained models), mean accuracy over the corruptions and the
+    corruption with the lowest, mCE and relative mCE against the last model, and the
+    benchmark's (AlexNet-normalised for ImageNet-C, unnormalised for the others).
+    `corruption_table` has the per-corruption numbers. A cell is "undefined" where a
+    summary has no reference (summary.json says why)."""
     import pandas as pd
 
     rows = []
@@ -33,13 +39,10 @@ def leaderboard(summary: dict, trained: dict):
         history = trained[model].history if model in trained else []
         if history:
             row["test accuracy (task)"] = history[-1]["test_accuracy"]
-        for name, s in per.items():
-            if not isinstance(s, dict) or "auc" not in s:
-                continue
-            row[f"{name}: mean acc"] = s["mean_accuracy"]
-            row[f"{name}: AUC"] = s["auc"]
-            row[f"{name}: critical level"] = _short(s["critical_level"])
-            row[f"{name}: critical SSIM"] = _short(s["critical_ssim"])
+        curves = _curves(per)
+        if curves:
+            row["mean accuracy"] = float(np.mean([s["mean_accuracy"] for s in curves.values()]))
+            row["lowest: corruption"] = min(curves, key=lambda n: curves[n]["mean_accuracy"])
         for key, s in per.items():
             if key.startswith("corruption_error_vs_"):
                 row["mCE"] = _short(s["mCE"])
@@ -52,18 +55,35 @@ def leaderboard(summary: dict, trained: dict):
     return pd.DataFrame(rows)
 
 
-def run_overview(config, ds, test_idx, task_train, trained: dict, seconds: float) -> list:
-    """`(label, value)` rows of what the main job ran, for the report's top."""
-    import jax as _jax
+def corruption_table(summary: dict):
+    """One row per (model, corruption): mean accuracy, AUC over the levels, critical
+    level and critical SSIM. A cell is "never" where accuracy never crosses the
+    critical fraction and "undefined" where there is no clean reference."""
+    import pandas as pd
 
-    models = []
-    for name, r in trained.items():
-        params = sum(int(np.size(p)) for p in _jax.tree.leaves(r.params))
-        h = r.history[-1] if r.history else {}
-        models.append(f"{name} ({r.metadata.get('model', name)}, width {r.metadata.get('width')}, "
-                      f"{params:,} parameters, {len(r.history)} epochs; train accuracy "
-                      f"{h.get('train_accuracy', float('nan')):.3f}, test accuracy "
-                      f"{h.get('test_accuracy', float('nan')):.3f})")
+    return pd.DataFrame([
+        {"model": model, "corruption": name, "mean accuracy": s["mean_accuracy"],
+         "AUC": s["auc"], "critical level": _short(s["critical_level"]),
+         "critical SSIM": _short(s["critical_ssim"])}
+        for model, per in summary.items() if not model.startswith("_")
+        for name, s in _curves(per).items()])
+
+
+def model_line(name: str, result) -> str:
+    """One model in words: architecture, width, parameters, epochs, train/test accuracy."""
+    params = sum(int(np.size(p)) for p in jax.tree.leaves(result.params))
+    h = result.history[-1] if result.history else {}
+    return (f"{name} ({result.metadata.get('model', name)}, width "
+            f"{result.metadata.get('width')}, {params:,} parameters, {len(result.history)} "
+            f"epochs; train accuracy {h.get('train_accuracy', float('nan')):.3f}, test "
+            f"accuracy {h.get('test_accuracy', float('nan')):.3f})")
+
+
+def run_overview(config, ds, test_idx, task_train, trained: dict, seconds: float, *,
+                 resumed: bool = False) -> list:
+    """`(label, value)` rows of what the main job ran, for the report's top; `resumed`:
+    the run continued earlier work in its folder (the time is this run's only)."""
+    models = [model_line(name, r) for name, r in trained.items()]
     meaning = ("the fraction of corrupted test images whose corruption the model names "
                "(so it rises with the level: a faint corruption is hard to see); clean "
                "accuracy: the fraction of clean test images called original"
@@ -77,11 +97,13 @@ def run_overview(config, ds, test_idx, task_train, trained: dict, seconds: float
                      f"{len(task_train.images)} training images"),
             ("Accuracy means", meaning),
             *[("Model", m) for m in models],
-            ("Time", f"{seconds:.0f} s in all")]
+            ("Time", f"{seconds:.0f} s in this run, which resumed earlier work in the folder "
+                     "(checkpoints, sweep cells, drift curves)" if resumed else
+                     f"{seconds:.0f} s in all")]
 
 
-def run_flags(summary: dict, trained: dict, num_classes: int) -> list[str]:
-    """Sentences about likely problems: overfitting, chance level, curves that never cross."""
+def training_flags(trained: dict, num_classes: int) -> list[str]:
+    """Sentences about models that overfit or sit at chance on their test task."""
     flags = []
     for name, r in trained.items():
         if not r.history:
@@ -93,11 +115,17 @@ def run_flags(summary: dict, trained: dict, num_classes: int) -> list[str]:
         if h["test_accuracy"] <= 1.0 / num_classes + 0.05:
             flags.append(f"{name} is at chance on the test task ({h['test_accuracy']:.3f}; "
                          f"chance {1.0 / num_classes:.3f}): train longer or check the data.")
+    return flags
+
+
+def run_flags(summary: dict, trained: dict, num_classes: int) -> list[str]:
+    """Sentences about likely problems: overfitting, chance level, curves that never cross."""
+    flags = training_flags(trained, num_classes)
     for model, per in summary.items():
         if model.startswith("_"):
             continue
-        for c, s in per.items():
-            if isinstance(s, dict) and isinstance(s.get("critical_level"), str):
+        for c, s in _curves(per).items():
+            if isinstance(s.get("critical_level"), str):
                 flags.append(f"{model} / {c}: critical level {s['critical_level']}.")
     return flags
 
@@ -114,12 +142,13 @@ def run_footer(config) -> list:
         except md.PackageNotFoundError:
             return "not installed"
 
-    kinds = Counter(f"{d.platform} {d.device_kind}" for d in jax.devices())
+    kinds = Counter(d.device_kind if d.device_kind.lower() == d.platform else
+                    f"{d.platform} {d.device_kind}" for d in jax.devices())
     return [("Versions", ", ".join(f"{n} {version(n)}" for n in
                                    ("jaxrobust", "jax", "jaxlib", "flax", "optax"))),
             ("Devices", ", ".join(f"{n} x {k}" for k, n in kinds.items())),
             ("Protocol", config.sweep.protocol), ("Seed", config.seed),
-            ("Command", " ".join(sys.argv))]
+            ("Command", " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]))]
 
 
 def saliency_figures(trained: dict, task, out_dir: str, *, per_class: int = 2,

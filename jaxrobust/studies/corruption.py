@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrobust import _io, _prng, _progress, corruptions
-from jaxrobust.studies.folder import claim_folder, output_folder, record_run
+from jaxrobust.studies.folder import RUN_RECORD, claim_folder, output_folder, record_run
 
 
 def model_names(config) -> list[str]:
@@ -234,20 +234,27 @@ def protocol_note(config) -> str:
 
 
 def drift_table(key, classifiers: dict, class_names: dict, images, table, *,
-                n_images: int = 8, n_levels: int = 8, progress: bool | None = None):
+                n_images: int = 8, n_levels: int = 8, cells_dir: str | None = None,
+                log: Callable[[str], None] = print, progress: bool | None = None):
     """Attribution drift of every model under every swept corruption, as a table.
 
     For `n_images` clean test images and `n_levels` of each corruption's swept levels
     (evenly spaced), `attribution.attribution_drift` compares the saliency map of the
     corrupted image with the clean image's, for the corruption's class as target;
     one row per (model, corruption, level) with the mean SSIM and rank correlation.
+
+    With `cells_dir`, each finished (model, corruption) curve is kept there
+    (`<model>__<corruption>.json`, with a digest of the key, parameters, images,
+    levels and target), and a rerun loads the curves whose digest matches instead of
+    recomputing them.
     """
     import pandas as pd
 
     from jaxrobust import attribution
+    from jaxrobust.store import _digest
 
     images = jnp.asarray(images[:n_images])
-    rows = []
+    rows, resumed = [], 0
     bar = _progress.bar(total=len(table.groupby(["model", "corruption"])),
                         desc="attribution drift", unit="curve", progress=progress)
     for model, (apply_fn, params) in classifiers.items():
@@ -259,15 +266,34 @@ def drift_table(key, classifiers: dict, class_names: dict, images, table, *,
                                       .astype(int))]
             names = list(class_names[model])
             target = names.index(name) if name in names else 0
+            curve_key = jax.random.fold_in(key, c)
+            cell = os.path.join(cells_dir, f"{model}__{name}.json") if cells_dir else None
+            digest = cell and _digest(jax.random.key_data(curve_key), images, levels,
+                                      np.int64(target), *jax.tree.leaves(params))
+            if cell and os.path.exists(cell):
+                with open(cell) as f:
+                    kept = json.load(f)
+                if kept.get("digest") == digest:
+                    rows += kept["rows"]
+                    resumed += 1
+                    bar.update()
+                    continue
             out = attribution.attribution_drift(
-                jax.random.fold_in(key, c), apply_fn, params, images,
-                np.full(len(images), target), corruption=name, levels=levels)
-            for level, s, r in zip(levels, np.asarray(out["ssim"]).mean(1),
-                                   np.asarray(out["rank_correlation"]).mean(1), strict=True):
-                rows.append({"model": model, "corruption": name, "level": float(level),
-                             "ssim": float(s), "rank_correlation": float(r)})
+                curve_key, apply_fn, params, images, np.full(len(images), target),
+                corruption=name, levels=levels)
+            curve = [{"model": model, "corruption": name, "level": float(level),
+                      "ssim": float(s), "rank_correlation": float(r)}
+                     for level, s, r in zip(levels, np.asarray(out["ssim"]).mean(1),
+                                            np.asarray(out["rank_correlation"]).mean(1),
+                                            strict=True)]
+            if cell:
+                os.makedirs(cells_dir, exist_ok=True)
+                _io.write_json(cell, {"digest": digest, "rows": curve})
+            rows += curve
             bar.update()
     bar.close()
+    if resumed:
+        log(f"attribution drift: {resumed} curves resumed from {cells_dir}")
     return pd.DataFrame(rows)
 
 
@@ -276,7 +302,8 @@ def run(config, out_dir: str, *, log: Callable[[str], None] = print,
     """The main job: train every model, sweep it under the study's protocol, report.
 
     Writes into `out_dir`: `models/<name>/` (checkpoints; a rerun resumes),
-    `sweep_cells/` (finished sweep chunks; a rerun resumes), `results.csv`,
+    `sweep_cells/` (finished sweep chunks; a rerun resumes), `drift_cells/` (finished
+    attribution-drift curves; a rerun resumes), `results.csv`,
     `per_image.npz`, `summary.json`, the PNG plots and `report.html`.
     Report files are written to a temporary folder and moved in at the end, so a
     failed run leaves no half-written report. A rerun on a folder of another config
@@ -298,6 +325,7 @@ def run(config, out_dir: str, *, log: Callable[[str], None] = print,
         with open(os.path.join(out_dir, "summary.json")) as f:
             return json.load(f)
     start = time.perf_counter()
+    resumed = os.path.exists(os.path.join(out_dir, RUN_RECORD))
     ds, test_idx, task_train, task_test = prepare(config, log=log, progress=progress)
     record_run(config, out_dir)  # the data loaded: from here on the folder is this run's
     trained = train_models(config, out_dir, task_train=task_train, task_test=task_test, log=log,
@@ -310,7 +338,8 @@ def run(config, out_dir: str, *, log: Callable[[str], None] = print,
         log=log, progress=progress)
     log("attribution drift: saliency maps of corrupted vs clean test images")
     drift = drift_table(_prng.stream(config.seed, "drift"), classifiers, class_names,
-                        ds.images[test_idx], table, progress=progress)
+                        ds.images[test_idx], table, progress=progress, log=log,
+                        cells_dir=os.path.join(out_dir, "drift_cells"))
     summary["_run"] = {"seconds": time.perf_counter() - start, "devices": str(jax.devices()),
                        "test_accuracy": {n: r.history[-1]["test_accuracy"]
                                          for n, r in trained.items() if r.history}}
@@ -347,24 +376,31 @@ def run(config, out_dir: str, *, log: Callable[[str], None] = print,
         import pandas as pd
 
         board = report.leaderboard(summary, trained)
+        per_corruption = report.corruption_table(summary)
         applied = {k: v for k, v in config_lib.to_dict(config).items() if k != "counterfactual"}
         report.write_report(
             os.path.join(tmp, "report.html"), title="jaxrobust: corruption robustness sweep",
             figures=figures,
-            tables=[("Training", pd.DataFrame(history)), ("Sweep results", table),
-                    ("Attribution drift (saliency, 8 test images)", drift)],
+            tables=[("Training", pd.DataFrame(history)),
+                    ("Sweep results", table, "results.csv"),
+                    ("Attribution drift (saliency, 8 test images)", drift, "drift.csv")],
             summary=summary, summary_file="summary.json", config=applied,
             notes=[summary["_protocol"]],
             overview=report.run_overview(config, ds, test_idx, task_train, trained,
-                                         time.perf_counter() - start),
-            leaderboard=board,
+                                         time.perf_counter() - start, resumed=resumed),
+            results=[("Results by model", board), ("Per corruption", per_corruption)],
             flags=report.run_flags(summary, trained, len(task_train.class_names)),
             footer=report.run_footer(config))
-    terminal = board.set_index("model").T.map(lambda v: f"{v:.3g}" if isinstance(v, float) else v)
-    log("results by model:\n" + terminal.to_string())
+    log("results by model:\n" + _terminal(board) + "\n\nper corruption:\n"
+        + _terminal(per_corruption))
     log(f"wrote {os.path.join(out_dir, 'report.html')} "
         f"({time.perf_counter() - start:.0f} s in all)")
     return summary
+
+
+def _terminal(frame) -> str:
+    """A results table as plain text for the terminal, numbers to 3 significant digits."""
+    return frame.to_string(index=False, float_format=lambda v: f"{v:.3g}")
 
 
 def train_only(config, out_dir: str, *, log: Callable[[str], None] = print,
@@ -533,14 +569,16 @@ def sweep_checkpoints(config, checkpoints, out_dir: str, *, keras_models=(),
         _io.write_json(os.path.join(tmp, "summary.json"), summary)
         report.write_report(
             os.path.join(tmp, "report.html"), title="jaxrobust: sweep of trained checkpoints",
-            figures=figures, tables=[("Sweep results", table)], summary=summary,
+            figures=figures, tables=[("Sweep results", table, "results.csv")],
+            summary=summary,
             summary_file="summary.json",
             config={k: v for k, v in config_lib.to_dict(config).items()
                     if k in ("data", "task", "sweep", "seed")},
             notes=[summary["_protocol"]],
             overview=[("Checkpoints", ", ".join(checkpoints)),
                       ("Data", f"{described} of {tuple(shape)} swept")],
-            leaderboard=report.leaderboard(summary, {}),
+            results=[("Results by model", report.leaderboard(summary, {})),
+                     ("Per corruption", report.corruption_table(summary))],
             flags=report.run_flags(summary, {}, 0), footer=report.run_footer(config))
     log(f"wrote {len(table)} rows to {os.path.join(out_dir, 'results.csv')} and "
         f"{os.path.join(out_dir, 'report.html')}")

@@ -15,7 +15,7 @@ import numpy as np
 
 from jaxrobust import _io, _prng, _progress
 from jaxrobust.studies.corruption import load_split, model_names
-from jaxrobust.studies.folder import output_folder
+from jaxrobust.studies.folder import claim_folder, output_folder, record_run
 
 EDIT_METHODS = ("ig_difference", "ig_search", "ig_difference_search", "saliency_search",
                 "random_flips")
@@ -78,7 +78,7 @@ def edit_table(edits: dict, indices, labels, predicted, class_names):
 
 
 def run(config, out_dir: str, *, log: Callable[[str], None] = print,
-                       progress: bool | None = None) -> dict:
+        progress: bool | None = None, restart: bool = False) -> dict:
     """The attribution study: train (or restore) a classifier, edit its mistakes.
 
     Trains `config.models[0]` on the data's own labels (the digits for
@@ -86,7 +86,10 @@ def run(config, out_dir: str, *, log: Callable[[str], None] = print,
     the misclassified test images, and runs every method of `run_edits`. Writes
     `edits.csv` (one row per image and method), `summary.json` (success rate and
     pixels changed per method), `edits_<method>.png` panels and `report.html`;
-    the report files appear together at the end.
+    the report files appear together at the end. The folder stays whole as the main
+    job's does (`folder.claim_folder`): a rerun with a changed config stops before any
+    work (`restart=True` starts afresh), and a rerun of a finished folder returns its
+    summary.
 
     Returns:
         The summary dict.
@@ -98,10 +101,16 @@ def run(config, out_dir: str, *, log: Callable[[str], None] = print,
     from jaxrobust import report, train
 
     out_dir = output_folder(out_dir)
-    start = time.perf_counter()
     config_lib.validate(config)
+    if claim_folder(config, out_dir, job="counterfactual", restart=restart, log=log):
+        log(f"{out_dir} holds this run, finished: nothing to do (report.html is there; "
+            "--restart recomputes it)")
+        with open(os.path.join(out_dir, "summary.json")) as f:
+            return json.load(f)
+    start = time.perf_counter()
     cfg = config.counterfactual
     ds, train_idx, test_idx = load_split(config, log=log)
+    record_run(config, out_dir, job="counterfactual")
     model_cfg = config.models[0]
     name = model_names(config)[0]
     trained = train.train(model_cfg, config.train, train_images=ds.images[train_idx],
@@ -140,7 +149,7 @@ def run(config, out_dir: str, *, log: Callable[[str], None] = print,
         with open(os.path.join(tmp, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
         figures = []
-        shown = slice(0, 12)
+        shown = slice(0, 8)
         for method, e in edits.items():
             titles = [(f"#{i}: true {names[y]}, predicted {names[p]}",
                        f"edited: {names[q]} ({c:.0%})" + ("" if ok else ", not fixed"))
@@ -153,23 +162,37 @@ def run(config, out_dir: str, *, log: Callable[[str], None] = print,
                 e.attributions[shown], e.mask[shown], e.images[shown], titles[shown], path,
                 suptitle=f"{name}: {method}, {np.mean(e.success):.0%} of {len(wrong)} fixed")
             figures.append((path, f"{method}: original | attribution | edited pixels | edited "
-                                  f"(first {min(12, len(wrong))} images)"))
+                                  f"(first {min(8, len(wrong))} images)"))
+        methods = pd.DataFrame([{"method": m, "success rate": v["success_rate"],
+                                 "fixed": v["fixed"], "of": len(wrong),
+                                 "median pixels changed": v["median_pixels_changed"],
+                                 "median fraction": v["median_fraction"]}
+                                for m, v in summary["methods"].items()])
+        flags = report.training_flags({name: trained}, len(names))
+        flags += [f"{m}: fixed none of the {len(wrong)} images." for m, v in
+                  summary["methods"].items() if v["fixed"] == 0]
+        if not len(wrong):
+            flags.append(f"{name} classifies every test image right: nothing to edit.")
         report.write_report(
             os.path.join(tmp, "report.html"),
             title="jaxrobust: attribution-guided edits of misclassified images",
-            figures=figures,
-            tables=[("Success per method", pd.DataFrame(
-                [{"method": m, **v} for m, v in summary["methods"].items()])),
-                ("Every image and method", table)],
+            figures=figures, tables=[("Every image and method", table, "edits.csv")],
             summary=summary, summary_file="summary.json",
             config={k: v for k, v in config_lib.to_dict(config).items()
                     if k not in ("task", "sweep")},
-            footer=[row for row in report.run_footer(config) if row[0] != "Protocol"],
-            notes=[f"Data: {ds.source}; model {name}, test accuracy "
-                   f"{summary['test_accuracy']:.3f}; {len(wrong)} misclassified test images "
-                   "edited by every method.",
-                   "A method succeeds on an image when the edited image is classified as its "
-                   "true label. Fractions count pixels; see jaxrobust.counterfactual."])
+            overview=[
+                ("Data", f"{ds.source}: {len(ds.images)} images of "
+                         f"{tuple(ds.images.shape[1:])}, classes {', '.join(names)}; "
+                         f"{len(test_idx)} test images"),
+                ("Model", report.model_line(name, trained)),
+                ("Edited", f"{len(wrong)} misclassified test images (of "
+                           f"{summary['misclassified']}), each by every method"),
+                ("Success means", "the edited image is classified as its true label; "
+                                  "pixels changed counts the edited pixels, fraction the "
+                                  "share of the image's pixels (see jaxrobust.counterfactual)"),
+                ("Time", f"{time.perf_counter() - start:.0f} s in all")],
+            results=[("Success per method", methods)], flags=flags,
+            footer=[row for row in report.run_footer(config) if row[0] != "Protocol"])
     log(f"wrote {os.path.join(out_dir, 'report.html')} "
         f"({time.perf_counter() - start:.0f} s in all)")
     return summary

@@ -1,8 +1,10 @@
 """A run folder that stays whole: one config's results per folder.
 
-A job's first run records the config its results depend on (`record_run`); a rerun
-compares before any work (`claim_folder`) and refuses a changed config, naming the
-keys, so a folder never mixes checkpoints, sweep cells and reports of two configs.
+A job's first run records which job it is and the config its results depend on
+(`record_run`); a rerun compares before any work (`claim_folder`) and refuses another
+job or a changed config, naming the keys, so a folder never mixes checkpoints, sweep
+cells and reports of two configs. `JOBS` says, per job, which config keys its results
+ignore, what it writes and which files mean it finished.
 """
 
 from __future__ import annotations
@@ -18,13 +20,33 @@ from jaxrobust import _io
 RUN_RECORD = "run.json"
 
 
-#: Config keys the main job's results do not depend on (dotted prefixes).
-_NOT_RESULTS = ("sweep.devices", "counterfactual")
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """What a job's folder holds.
+
+    Attributes:
+        ignores: config keys (dotted prefixes) its results do not depend on.
+        outputs: what it writes (removed by `restart=True`, with the folder's PNGs).
+        finished: the files that are there once it has finished.
+    """
+
+    ignores: tuple[str, ...]
+    outputs: tuple[str, ...]
+    finished: tuple[str, ...]
 
 
-#: What the main job writes into its folder (removed by `restart=True`).
-RUN_OUTPUTS = ("models", "sweep_cells", "results.csv", "drift.csv", "per_image.npz",
-               "summary.json", "config.yaml", "report.html", RUN_RECORD)
+#: The jobs that keep a folder (`jaxrobust run`, `jaxrobust counterfactual`).
+JOBS = {
+    "run": Job(ignores=("sweep.devices", "counterfactual"),
+               outputs=("models", "sweep_cells", "drift_cells", "results.csv", "drift.csv",
+                        "per_image.npz", "summary.json", "config.yaml", "report.html",
+                        RUN_RECORD),
+               finished=("report.html", "summary.json", "results.csv")),
+    "counterfactual": Job(ignores=("sweep", "task"),
+                          outputs=("models", "edits.csv", "summary.json", "report.html",
+                                   RUN_RECORD),
+                          finished=("report.html", "summary.json", "edits.csv")),
+}
 
 
 def output_folder(out_dir: str) -> str:
@@ -45,35 +67,37 @@ def _flat(tree, prefix=""):
     return {prefix[:-1]: tree}
 
 
-def _result_config(config) -> dict:
+def _result_config(config, job: str = "run") -> dict:
     from jaxrobust import config as config_lib
 
     flat = {k: v for k, v in _flat(config_lib.to_dict(config)).items()
-            if not k.startswith(_NOT_RESULTS)}
+            if not k.startswith(JOBS[job].ignores)}
     return json.loads(json.dumps(flat))  # as it reads back (tuples -> lists)
 
 
-def claim_folder(config, out_dir: str, *, restart: bool = False,
+def claim_folder(config, out_dir: str, *, job: str = "run", restart: bool = False,
                  log: Callable[[str], None] = print) -> bool:
-    """Checks that `out_dir` may hold the main job of `config`, before anything is computed.
+    """Checks that `out_dir` may hold `job` (`"run"` or `"counterfactual"`, `JOBS`) of
+    `config`, before anything is computed.
 
-    A folder's first run records its config (`record_run`, once the data have loaded).
-    A rerun compares: if a key the results depend on changed, this raises at once and
-    touches nothing, so a folder never mixes checkpoints, sweep cells and reports of
-    two configs. `restart=True` removes the folder's earlier outputs (`RUN_OUTPUTS`
-    and its PNGs) first.
+    A folder's first run records its job and config (`record_run`, once the data have
+    loaded). A rerun compares: if the job or a key its results depend on changed, this
+    raises at once and touches nothing, so a folder never mixes checkpoints, sweep
+    cells and reports of two configs. `restart=True` removes the folder's earlier
+    outputs (the job's `outputs` and its PNGs) first.
 
     Returns:
-        Whether the folder already holds this config's finished run (report, summary,
-        results).
+        Whether the folder already holds this config's finished run (the job's
+        `finished` files).
 
     Raises:
-        ValueError: the folder holds a run of another config; the message names the
-            keys (old -> new) and the ways out.
+        ValueError: the folder holds another job, or a run of another config; the
+            message names the keys (old -> new) and the ways out.
     """
     path = os.path.join(out_dir, RUN_RECORD)
+    spec = JOBS[job]
     if restart:
-        for name in RUN_OUTPUTS + tuple(n for n in os.listdir(out_dir) if n.endswith(".png")):
+        for name in spec.outputs + tuple(n for n in os.listdir(out_dir) if n.endswith(".png")):
             target = os.path.join(out_dir, name)
             if os.path.isdir(target):
                 shutil.rmtree(target)
@@ -83,14 +107,18 @@ def claim_folder(config, out_dir: str, *, restart: bool = False,
     if not os.path.exists(path):
         return False
     with open(path) as f:
-        old = json.load(f).get("config", {})
+        record = json.load(f)
+    old, old_job = record.get("config", {}), record.get("job", "run")
+    if old_job != job:
+        raise ValueError(f"{out_dir} holds the results of `jaxrobust {old_job}`, not of "
+                         f"`jaxrobust {job}`; nothing was touched. Pass another --out.")
     from jaxrobust.config import ModelConfig
 
     defaults = dataclasses.asdict(ModelConfig())  # keys added since a folder's first run
     if isinstance(old.get("models"), list):
         old["models"] = [{**defaults, **m} if isinstance(m, dict) else m
                          for m in old["models"]]
-    flat = _result_config(config)
+    flat = _result_config(config, job)
     changed = sorted(k for k in set(old) | set(flat) if old.get(k) != flat.get(k))
     if changed:
         what = ", ".join(f"{k} ({old.get(k)!r} -> {flat.get(k)!r})" for k in changed[:4])
@@ -98,12 +126,11 @@ def claim_folder(config, out_dir: str, *, restart: bool = False,
         raise ValueError(f"{out_dir} holds a run with other {what}{more}; nothing was "
                          "touched. Pass another --out, or --restart to start this folder "
                          "afresh.")
-    return all(os.path.exists(os.path.join(out_dir, n))
-               for n in ("report.html", "summary.json", "results.csv"))
+    return all(os.path.exists(os.path.join(out_dir, n)) for n in spec.finished)
 
 
-def record_run(config, out_dir: str) -> None:
-    """Writes `run.json`, the config the folder's results belong to (atomically)."""
+def record_run(config, out_dir: str, *, job: str = "run") -> None:
+    """Writes `run.json`, the job and config the folder's results belong to (atomically)."""
     path = os.path.join(out_dir, RUN_RECORD)
     if not os.path.exists(path):
-        _io.write_json(path, {"config": _result_config(config)}, indent=1)
+        _io.write_json(path, {"job": job, "config": _result_config(config, job)}, indent=1)
