@@ -30,6 +30,7 @@ def shoot(chromium: str, page: str, png: str, width: int, height: int = 30000) -
     with tempfile.TemporaryDirectory() as profile:
         subprocess.run([chromium, *FLAGS, f"--user-data-dir={profile}",
                         f"--window-size={width},{height}", f"--screenshot={png}",
+                        "--virtual-time-budget=20000",
                         "file://" + os.path.abspath(page)],
                        check=True, capture_output=True, timeout=120)
     image = Image.open(png).convert("RGB")

@@ -560,6 +560,8 @@ def sweep_checkpoints(config, checkpoints, out_dir: str, *, keras_models=(),
             side.to_csv(os.path.join(tmp, "prerendered.csv"), index=False)
         figures = report.sweep_figures(table, per_image, class_names, tmp,
                                        intervals=intervals,
+                                       critical=critical_ssim_table(
+                                           summary, fraction=config.sweep.critical_fraction),
                                        fraction=config.sweep.critical_fraction)
         if prerendered is not None:  # the check that on-the-fly reproduces the files
             figures.insert(0, (report.plot_prerendered(side, os.path.join(
