@@ -127,6 +127,13 @@ def run_flags(summary: dict, trained: dict, num_classes: int) -> list[str]:
         for c, s in _curves(per).items():
             if isinstance(s.get("critical_level"), str):
                 flags.append(f"{model} / {c}: critical level {s['critical_level']}.")
+        for key, s in per.items():
+            relative = s.get("relative_mCE") if key.startswith("corruption_error_") else None
+            if isinstance(relative, float) and relative < 0:
+                flags.append(f"{model}: relative mCE {relative:.3g} < 0: its error on the "
+                             "corrupted images is below its error on the clean ones, so "
+                             "the error a corruption adds says nothing about robustness "
+                             "here.")
     return flags
 
 
