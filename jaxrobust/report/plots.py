@@ -126,17 +126,17 @@ def plot_confusion(per_image: dict, class_names: dict, path: str, *,
             im = ax.imshow(frac, aspect="auto", vmin=0, vmax=1, cmap="viridis",
                            origin="lower")
             ax.set_xticks(range(len(classes)))
-            ax.set_xticklabels(classes, rotation=35, ha="right", fontsize=7)
+            ax.set_xticklabels(classes, rotation=35, ha="right", fontsize=9)
             if levels is not None and name in levels:
                 lv = np.asarray(levels[name])
                 ticks = np.unique(np.linspace(0, len(lv) - 1, min(6, len(lv))).round()
                                   .astype(int))
                 ax.set_yticks(ticks)
-                ax.set_yticklabels([f"{lv[t]:.3g}" for t in ticks], fontsize=7)
-                ax.set_ylabel(_level_label(name), fontsize=8)
+                ax.set_yticklabels([f"{lv[t]:.3g}" for t in ticks], fontsize=9)
+                ax.set_ylabel(_level_label(name), fontsize=9)
             else:
-                ax.set_ylabel("sweep step", fontsize=8)
-            ax.set_title(f"{m}: {name}", fontsize=9)
+                ax.set_ylabel("sweep step", fontsize=9)
+            ax.set_title(f"{m}: {name}", fontsize=11)  # legible on a 900 px page
     fig.colorbar(im, ax=axes, shrink=0.8, label="fraction predicted")
     return _save(fig, path, dpi=100)
 
