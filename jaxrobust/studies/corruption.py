@@ -19,7 +19,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrobust import _io, _prng, _progress, corruptions
-from jaxrobust.studies.folder import RUN_RECORD, claim_folder, output_folder, record_run
+from jaxrobust.studies.folder import (
+    RUN_RECORD,
+    claim_folder,
+    finished_summary,
+    output_folder,
+    record_run,
+)
 
 
 def model_names(config) -> list[str]:
@@ -320,10 +326,7 @@ def run(config, out_dir: str, *, log: Callable[[str], None] = print,
 
     out_dir = output_folder(out_dir)
     if claim_folder(config, out_dir, restart=restart, log=log):
-        log(f"{out_dir} holds this run, finished: nothing to do (report.html is there; "
-            "--restart recomputes it)")
-        with open(os.path.join(out_dir, "summary.json")) as f:
-            return json.load(f)
+        return finished_summary(out_dir, log=log)
     start = time.perf_counter()
     resumed = os.path.exists(os.path.join(out_dir, RUN_RECORD))
     ds, test_idx, task_train, task_test = prepare(config, log=log, progress=progress)

@@ -15,7 +15,7 @@ import numpy as np
 
 from jaxrobust import _io, _prng, _progress
 from jaxrobust.studies.corruption import load_split, model_names
-from jaxrobust.studies.folder import claim_folder, output_folder, record_run
+from jaxrobust.studies.folder import claim_folder, finished_summary, output_folder, record_run
 
 EDIT_METHODS = ("ig_difference", "ig_search", "ig_difference_search", "saliency_search",
                 "random_flips")
@@ -103,10 +103,7 @@ def run(config, out_dir: str, *, log: Callable[[str], None] = print,
     out_dir = output_folder(out_dir)
     config_lib.validate(config)
     if claim_folder(config, out_dir, job="counterfactual", restart=restart, log=log):
-        log(f"{out_dir} holds this run, finished: nothing to do (report.html is there; "
-            "--restart recomputes it)")
-        with open(os.path.join(out_dir, "summary.json")) as f:
-            return json.load(f)
+        return finished_summary(out_dir, log=log)
     start = time.perf_counter()
     cfg = config.counterfactual
     ds, train_idx, test_idx = load_split(config, log=log)

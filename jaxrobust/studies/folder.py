@@ -129,6 +129,14 @@ def claim_folder(config, out_dir: str, *, job: str = "run", restart: bool = Fals
     return all(os.path.exists(os.path.join(out_dir, n)) for n in spec.finished)
 
 
+def finished_summary(out_dir: str, *, log: Callable[[str], None] = print) -> dict:
+    """The summary of the finished run in `out_dir` (after `claim_folder` said so)."""
+    log(f"{out_dir} holds this run, finished: nothing to do (report.html is there; "
+        "--restart recomputes it)")
+    with open(os.path.join(out_dir, "summary.json")) as f:
+        return json.load(f)
+
+
 def record_run(config, out_dir: str, *, job: str = "run") -> None:
     """Writes `run.json`, the job and config the folder's results belong to (atomically)."""
     path = os.path.join(out_dir, RUN_RECORD)
