@@ -264,6 +264,7 @@ def drift_table(key, classifiers: dict, class_names: dict, images, table, *,
     bar = _progress.bar(total=len(table.groupby(["model", "corruption"])),
                         desc="attribution drift", unit="curve", progress=progress)
     for model, (apply_fn, params) in classifiers.items():
+        weights = _digest(*jax.tree.leaves(params)) if cells_dir else None  # once per model
         for c, (name, sel) in enumerate(table[table["model"] == model].groupby(
                 "corruption", sort=False)):
             bar.set_postfix_str(f"{model} {name}")
@@ -274,8 +275,8 @@ def drift_table(key, classifiers: dict, class_names: dict, images, table, *,
             target = names.index(name) if name in names else 0
             curve_key = jax.random.fold_in(key, c)
             cell = os.path.join(cells_dir, f"{model}__{name}.json") if cells_dir else None
-            digest = cell and _digest(jax.random.key_data(curve_key), images, levels,
-                                      np.int64(target), *jax.tree.leaves(params))
+            digest = cell and weights + _digest(jax.random.key_data(curve_key), images,
+                                                levels, np.int64(target))
             if cell and os.path.exists(cell):
                 with open(cell) as f:
                     kept = json.load(f)
