@@ -163,13 +163,17 @@ def test_pixelate_equals_imagecorruptions(rng, shape):
 
 
 @pytest.mark.parametrize("table", ["imagenet", "cifar10"])
-def test_pixelate_equals_pillow_at_any_factor(rng, table):
+@pytest.mark.parametrize("factors", [[0.97, 0.71, 0.52, 0.33, 0.26, 0.19, 0.07, 1.0],
+                                     [0.97, 0.52, 1.0], [0.71, 0.33, 0.26], [0.19, 0.52]],
+                         ids=["wide", "band1", "band3", "band6"])
+def test_pixelate_equals_pillow_at_any_factor(rng, table, factors):
     """Off the published factors too (every small size has Pillow's own windows), with
-    the factor batched, and windows wider than the fused band (factor < 1/5)."""
+    the factor batched; each batch runs the narrowest fused band that holds all its
+    windows, or the widest band and a loop (factor < 1/6)."""
     from PIL import Image
 
     up = Image.NEAREST if table == "imagenet" else Image.BOX
-    factors = np.array([0.97, 0.71, 0.52, 0.33, 0.26, 0.19, 0.07, 1.0], np.float32)
+    factors = np.array(factors, np.float32)
     h, w = 41, 30
     u8 = rng.integers(0, 256, (len(factors), h, w, 3), dtype=np.uint8)
     kernel = corruptions.get("pixelate", table=table).apply
@@ -181,6 +185,26 @@ def test_pixelate_equals_pillow_at_any_factor(rng, table):
                                               Image.BOX)
         np.testing.assert_array_equal(np.round(out[i]), np.asarray(small.resize((w, h), up)),
                                       err_msg=f"factor {f}")
+
+
+def test_pixelate_vmapped_over_images_and_factors(rng):
+    """The kernel's batching rule folds images and factors however they are vmapped
+    (an image shared by its factors is not copied): every nesting equals one call per
+    pair, and an out-of-range factor gives NaN."""
+    u8 = rng.integers(0, 256, (3, 20, 27, 3), dtype=np.uint8)
+    images = jnp.asarray(u8 / 255.0, jnp.float32)
+    factors = jnp.asarray([0.6, 0.25, 0.1, 2.0])
+    kernel = corruptions.get("pixelate").apply
+    key = jax.random.key(0)
+    single = jax.jit(kernel)  # traced factor: out of range gives NaN, not an error
+    one = np.stack([np.stack([np.asarray(single(key, x, f)) for f in factors]) for x in images])
+    by_image = jax.vmap(jax.vmap(kernel, (None, None, 0)), (None, 0, None))(key, images, factors)
+    by_factor = jax.vmap(jax.vmap(kernel, (None, 0, None)), (None, None, 0))(key, images, factors)
+    pairs = jax.vmap(kernel, (None, 0, 0))(key, images, factors[:3])
+    np.testing.assert_array_equal(np.asarray(by_image), one)
+    np.testing.assert_array_equal(np.asarray(by_factor), one.swapaxes(0, 1))
+    np.testing.assert_array_equal(np.asarray(pairs), one[[0, 1, 2], [0, 1, 2]])
+    assert np.isnan(one[:, 3]).all() and not np.isnan(one[:, :3]).any()
 
 
 def test_gamma_equals_skimage(rng):
