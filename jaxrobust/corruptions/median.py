@@ -140,7 +140,7 @@ def _huang_planes(codes, rows, max_radius: int):
     # rather than reductions and a gather: XLA's CPU backend vectorises these across
     # the lanes (measured ~1.7x faster for the whole filter at radius 19). The coarse
     # bin is computed apart (`separately`): fused into the (16, L) selection below, XLA
-    # recomputed it for each of the 16 fine bins (~12% of the filter at radius 19).
+    # recomputed it for each of the 16 fine bins (~15 % of the filter at radius 19).
     def coarse(count):  # (16, L) -> the median's coarse bin, pixels before it
         run = jnp.zeros((L,), jnp.int16)
         c = jnp.zeros((L,), jnp.int16)  # the median's coarse bin
