@@ -158,17 +158,17 @@ def _box_round_trip(padded, lo, hi, axis: int, unit: int, band: int, wide: bool)
     j = jnp.arange(N // unit, dtype=jnp.int32)
     offsets = range(-band, band + 1)
 
-    def weights(lo, hi):
+    first, last = jnp.repeat(lo - j, unit), jnp.repeat(hi - j, unit)  # window, relative
+
+    def weights(first, last):
         """Per entry along `axis`: whether each offset lies in its pixel's window, and
         the pixel's fixed-point weight `k = int(0.5 + 2**22 / count)` (as Pillow rounds)."""
-        first, last = jnp.repeat(lo - j, unit), jnp.repeat(hi - j, unit)
-        count = hi - lo
-        k = jnp.repeat((2 ** 23 + count) // (2 * count), unit)
-        return [(first <= e) & (e < last) for e in offsets], k
+        count = last - first
+        return [(first <= e) & (e < last) for e in offsets], (2 ** 23 + count) // (2 * count)
 
     # computed apart: fused into the pass, XLA recomputed them (an integer division
     # among them) for every value of the image
-    inside, k = _fusion.separately(weights, lo, hi)
+    inside, k = _fusion.separately(weights, first, last)
 
     def along(v):  # (N,) -> broadcastable against the image along `axis`
         return v[:, None] if axis == 0 else v[None, :]
@@ -180,7 +180,6 @@ def _box_round_trip(padded, lo, hi, axis: int, unit: int, band: int, wide: bool)
         lambda t, i: t + jnp.where(along(inside[i]), shifted(offsets[i]).astype(jnp.int16), 0),
         range(len(offsets)), jnp.zeros(shifted(0).shape, jnp.int16))
     if wide:
-        first, last = jnp.repeat(lo - j, unit), jnp.repeat(hi - j, unit)
         a = shifted(0)
 
         def beyond(e, total):  # offsets +-e beyond the band
