@@ -15,10 +15,10 @@ Three exact algorithms share the work; each picks the rank-`n // 2` element (`n`
 footprint's pixel count) of each pixel's footprint on an edge-padded copy:
 
 * **8-bit-valued planes** (every value is one of at most 256 levels `k / 255`, as
-  uint8 data scaled to [0, 1] are) take Huang's sliding histogram: the image rows are
-  vector lanes, the window slides along x adding the disk's entering and removing its
-  leaving pixels (one scatter-add each), and the median is tracked from the previous
-  column by walking the histogram.
+  uint8 data scaled to [0, 1] are) take Huang's sliding histogram: the image columns
+  are vector lanes, the window slides down adding the disk's entering and removing its
+  leaving pixels (one scatter-add per step), and each step finds the median through
+  16 coarse and 16 fine bins.
 * **Small footprints** (inside `disk(3)`) of any float plane go through a sorting
   network.
 * **Any other float plane** is mapped to order-preserving integer codes (each value's
@@ -49,32 +49,35 @@ from jaxrobust.corruptions._disk import DEFAULT_MAX_RADIUS, _footprint_stats, di
 from jaxrobust.corruptions._ops import finish
 
 # --------------------------------------------------------------------------------------
-# 8-bit path: Huang's sliding histogram, rows as lanes.
+# 8-bit path: Huang's sliding histogram, columns as lanes.
 # --------------------------------------------------------------------------------------
 
 #: Planes processed together by one sliding-histogram pass; small chunks keep the
 #: histograms in cache.
-_CHUNK = 1
+_CHUNK = 2
 #: Static radius buckets of the 8-bit path: a call whose largest radius is r runs the
 #: smallest bucket >= r, since the cost grows with the bucket (2 * bucket + 1 updates
 #: per pixel).
 _BUCKETS = (5, 10)
 
 
-def _rows_at(q, starts, lead: tuple[int, ...], H: int, column_axis: int):
-    """Slices `q[..., x0 : x0 + n, 0, dy : dy + H]` for every `(x0, dy)` of `starts`
-    `(D, 2)`, as one gather (the `D` slices written out are as many ops for XLA to
-    compile): `lead + (D, H)`, where `lead` is the sizes taken from `q`'s axes up to
-    its column axis `column_axis` (of size `n = lead[-1]`). Every slice must lie inside
-    `q` (the edge-padded plane holds every footprint's reach): no clamping."""
-    D = starts.shape[0]
-    zeros = jnp.zeros((D, 1), starts.dtype)
-    index = jnp.concatenate([zeros] * column_axis + [starts[:, :1], zeros, starts[:, 1:]], 1)
-    dims = lax.GatherDimensionNumbers(offset_dims=tuple(range(len(lead))) + (len(lead) + 1,),
-                                      collapsed_slice_dims=(column_axis + 1,),
-                                      start_index_map=tuple(range(q.ndim)))
-    return lax.gather(q, index, dims, slice_sizes=lead + (1, H),
-                      mode=lax.GatherScatterMode.PROMISE_IN_BOUNDS)
+def _columns(rows):
+    """Column extents of `(P, D, 2)` footprint rows: per column offset `dx`, the row
+    offsets `top .. bottom` it covers (`(1, 0)` for an empty column), `(P, D, 2)`.
+
+    The footprint is the same set of points seen column by column; exact for every
+    footprint whose columns are contiguous runs, as every disk's are."""
+    D = rows.shape[-2]
+    E = (D - 1) // 2
+    left, right = rows[..., 0], rows[..., 1]
+    shape = left.shape + (D,)  # (P, dy, dx)
+    dx = lax.broadcasted_iota(jnp.int32, shape, left.ndim) - E
+    dy = lax.broadcasted_iota(jnp.int32, shape, left.ndim - 1) - E
+    member = (left[..., None] <= dx) & (dx <= right[..., None])
+    top = jnp.min(jnp.where(member, dy, E + 1), axis=-2)
+    bottom = jnp.max(jnp.where(member, dy, -E - 1), axis=-2)
+    empty = top > bottom
+    return jnp.stack([jnp.where(empty, 1, top), jnp.where(empty, 0, bottom)], -1)
 
 
 def _huang_planes(codes, rows, max_radius: int):
@@ -83,36 +86,41 @@ def _huang_planes(codes, rows, max_radius: int):
     `rows` are `disk_footprint` rows cut to offsets `-max_radius .. max_radius`
     (`D = 2 * max_radius + 1`).
 
-    Every image row of every plane is a lane with its own 256-bin int16 histogram,
-    stored bins-major (`bin * L + lane`) so that the search runs across lanes as
-    plain vector arithmetic.
-    The window starts around column 0 and slides right: each step adds the `2R + 1`
-    entering and removes the `2R + 1` leaving pixels with one flat scatter-add (the
-    rows a footprint leaves out add zero), then finds the rank-`k` bin
-    through 16 coarse bins and the 16 fine bins of the chosen coarse bin, with no
-    data-dependent loop. The moving pixels' histogram positions are cut out of the
-    padded plane with one dynamic slice per disk row and laid out step-major before the
-    scan, so that each step reads one contiguous block.
+    Every image column of every plane is a lane (`L = P * W`) with its own 256-bin
+    int16 histogram, stored bins-major (`bin * L + lane`) so that the search runs across
+    lanes as plain vector arithmetic. The window starts around row 0 and slides down:
+    each step adds the `2R + 1` entering and removes the `2R + 1` leaving pixels (one
+    per footprint column) with one flat scatter-add (the columns a footprint leaves
+    out add zero), then finds the rank-`k` bin through 16 coarse bins and the 16 fine
+    bins of the chosen coarse bin, with no data-dependent loop.
+
+    Columns as lanes, not rows: the moving pixels of one footprint column are, across
+    lanes, a contiguous run of an image row, so they are cut out of the padded uint8
+    plane by one gather of contiguous slices, laid out step-major before the scan.
+    (With rows as lanes they are a strided column; XLA folds a transpose into the
+    layout and gathers byte by byte, ~3x slower.)
     """
     R = max_radius
     P, H, W = codes.shape
-    L = P * H
+    L = P * W
     D = 2 * R + 1
-    p = jnp.pad(codes, ((0, 0), (R, R), (R, R)), mode="edge")
-    left, right, inside, rank, _, _ = _footprint_stats(rows)  # (P, D) x3, (P,)
-    k = jnp.broadcast_to(rank[:, None], (P, H)).reshape(L).astype(jnp.int16)
+    p = jnp.pad(codes.astype(jnp.uint8), ((0, 0), (R, R), (R, R)), mode="edge")
+    top, bottom, inside, rank, _, _ = _footprint_stats(_columns(rows))  # (P, D) x3, (P,)
+    k = jnp.broadcast_to(rank[:, None], (P, W)).reshape(L).astype(jnp.int16)
+    offsets = jnp.arange(D)
+    lane = jnp.arange(L, dtype=jnp.int32)
 
-    # Histogram positions `value * L + lane`, lanes minor (XLA's CPU backend
-    # vectorises a loop along its output's minor axis; with a disk row or 1 there,
-    # building these cost more than the histogram updates themselves). `q[i, x, 0, y]`
-    # is padded pixel (y, x) of plane i at the lane of its own row `i * H + y`: disk
-    # row dy gives lane y the pixel of row y + dy, at position `q[..., y + dy] - dy`.
-    # uint16 (half the traffic of the moves, the largest array) when every position fits.
-    small = 256 * L + 2 * R <= 2**16
-    q = separately(lambda p: (jnp.swapaxes(p, 1, 2)[:, :, None, :] * L
-                              + jnp.arange(P).reshape(P, 1, 1, 1) * H
-                              + jnp.arange(H + 2 * R).reshape(1, 1, 1, -1)
-                              ).astype(jnp.uint16 if small else jnp.int32), p)
+    def cut(y0, n):
+        """`p[i, y0[i, d] + y, d + x]` as `(n, D, P, W)`: one gather of row slices (the
+        `D * P` slices written out are as many ops for XLA to compile). Every slice
+        lies inside `p`: no clamping."""
+        index = jnp.stack([jnp.broadcast_to(jnp.arange(P), (D, P)), y0.T,
+                           jnp.broadcast_to(offsets[:, None], (D, P))], -1)  # (D, P, 3)
+        dims = lax.GatherDimensionNumbers(offset_dims=(0, 3), collapsed_slice_dims=(0,),
+                                          start_index_map=(0, 1, 2))
+        return lax.gather(p, index, dims, slice_sizes=(1, n, W),
+                          mode=lax.GatherScatterMode.PROMISE_IN_BOUNDS)
+
     dims = lax.ScatterDimensionNumbers(update_window_dims=(), inserted_window_dims=(0,),
                                        scatter_dims_to_operand_dims=(0,))
 
@@ -122,18 +130,17 @@ def _huang_planes(codes, rows, max_radius: int):
         return lax.scatter_add(hist, idx.reshape(-1, 1), weight, dims,
                                mode=lax.GatherScatterMode.PROMISE_IN_BOUNDS)
 
-    # Histogram of every lane's footprint around column 0: on the edge-padded plane row
-    # dy covers image columns max(left, 0) .. right, column 0 once for every offset
-    # left .. min(right, 0).
-    cols = jnp.arange(R + 1)[None, :, None]
-    lo, hi = left[:, None, :], right[:, None, :]  # (P, 1, D)
-    weight = jnp.where(cols == 0, jnp.maximum(jnp.minimum(hi, 0) - lo + 1, 0),
-                       (cols >= lo) & (cols <= hi))  # (P, R + 1, D)
-    offsets = jnp.arange(D)
-    window = _rows_at(q, jnp.stack([jnp.full((D,), R), offsets], -1), (P, R + 1), H,
-                      1) - offsets.astype(q.dtype)[None, None, :, None]  # (P, R + 1, D, H)
+    # Histogram of every lane's footprint around row 0: on the edge-padded plane column
+    # dx covers image rows max(top, 0) .. bottom, row 0 once for every offset
+    # top .. min(bottom, 0).
+    steps = jnp.arange(R + 1).reshape(R + 1, 1, 1)
+    lo, hi = top.T[None], bottom.T[None]  # (1, D, P)
+    weight = jnp.where(steps == 0, jnp.maximum(jnp.minimum(hi, 0) - lo + 1, 0),
+                       (steps >= lo) & (steps <= hi))  # (R + 1, D, P)
+    window = cut(jnp.full((P, D), R), R + 1)  # (R + 1, D, P, W)
     weight = separately(lambda wt: jnp.broadcast_to(wt[..., None].astype(jnp.int16),
                                                      window.shape).reshape(-1), weight)
+    window = separately(lambda w: w.astype(jnp.int32) * L + lane.reshape(1, 1, P, W), window)
     hist = add(jnp.zeros((256 * L,), jnp.int16), window, weight)
 
     # The search is written as unrolled elementwise steps over (16, L) / (L,) slices
@@ -168,30 +175,30 @@ def _huang_planes(codes, rows, max_radius: int):
             f = f + (run <= k).astype(jnp.int16)
         return c.astype(jnp.int32) * 16 + f.astype(jnp.int32)
 
-    # The pixels entering (column x + right) and leaving (column x - 1 + left) each row
-    # of the footprint as the window moves from x - 1 to x, for x = 1 .. W - 1: a
-    # (W - 1, 2D * L) array of positions, one contiguous row per step.
-    def plane_moves(q, left, right):  # (W + 2R, 1, H + 2R) -> (W - 1, 2D, H)
-        enter = _rows_at(q, jnp.stack([R + right + 1, offsets], -1), (W - 1,), H, 0)
-        leave = _rows_at(q, jnp.stack([R + left, offsets], -1), (W - 1,), H, 0)
-        return jnp.concatenate([enter, leave], 1) - jnp.concatenate(
-            [offsets, offsets]).astype(q.dtype)[None, :, None]
-
-    # (empty rows move nothing: their sign is 0; keep their slices in range)
-    moves = jax.vmap(plane_moves)(q, jnp.where(inside, left, 0), jnp.where(inside, right, 0))
-    moves = moves.transpose(1, 2, 0, 3).reshape(W - 1, -1)
+    # The pixels entering (row y + bottom) and leaving (row y - 1 + top) each column of
+    # the footprint as the window moves from y - 1 to y, for y = 1 .. H - 1: uint8
+    # codes, one contiguous (2D * L) row per step, turned into positions in the step
+    # (a quarter of the memory of int32 positions). Empty columns move nothing: their
+    # sign is 0; their slices are kept in range.
+    moves = jnp.concatenate([cut(R + jnp.where(inside, bottom, 0) + 1, H - 1),
+                             cut(R + jnp.where(inside, top, 0), H - 1)], 1)
+    moves = moves.reshape(H - 1, 2 * D * L)
     sign = jnp.concatenate([jnp.ones((D,), jnp.int16), -jnp.ones((D,), jnp.int16)])
     signs = jnp.where(jnp.concatenate([inside, inside], 1), sign, 0).astype(jnp.int16)
-    signs = separately(lambda s: jnp.broadcast_to(s.T[:, :, None], (2 * D, P, H)).reshape(-1),
+    signs = separately(lambda s: jnp.broadcast_to(s.T[:, :, None], (2 * D, P, W)).reshape(-1),
                        signs)
+    lanes = jnp.tile(lane, 2 * D)
 
-    def slide(hist, idx):
-        hist = add(hist, idx, signs)
+    def slide(hist, codes):
+        hist = add(hist, codes.astype(jnp.int32) * L + lanes, signs)
         return hist, find(hist)
 
-    _, meds = lax.scan(slide, hist, moves)  # (W - 1, L)
-    meds = jnp.concatenate([find(hist)[None], meds], 0)
-    return meds.T.reshape(P, H, W)
+    # (the first row's search apart: searched before the update inside the step, XLA
+    # copied the histogram twice per step to keep it for the search)
+    first = find(hist)
+    _, meds = lax.scan(slide, hist, moves)  # (H - 1, L)
+    return separately(lambda a, m: jnp.concatenate([a[None], m]).reshape(H, P, W)
+                      .transpose(1, 0, 2), first, meds)
 
 
 def _huang_chunked(codes, rows, max_radius: int):
