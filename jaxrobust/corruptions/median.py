@@ -187,10 +187,10 @@ def _huang_planes(codes, rows, max_radius: int):
     signs = jnp.where(jnp.concatenate([inside, inside], 1), sign, 0).astype(jnp.int16)
     signs = separately(lambda s: jnp.broadcast_to(s.T[:, :, None], (2 * D, P, W)).reshape(-1),
                        signs)
-    lanes = jnp.tile(lane, 2 * D)
+    lanes = lax.broadcasted_iota(jnp.int32, (2 * D, L), 1)  # computed in the step's loop
 
     def slide(hist, codes):
-        hist = add(hist, codes.astype(jnp.int32) * L + lanes, signs)
+        hist = add(hist, codes.reshape(2 * D, L).astype(jnp.int32) * L + lanes, signs)
         return hist, find(hist)
 
     # (the first row's search apart: searched before the update inside the step, XLA
