@@ -22,8 +22,7 @@ def _valid_filter(x, taps):
     The row pass is computed apart (`_fusion.separately`): fused, XLA would recompute
     it for every column tap (`n**2` instead of `2 n` multiply-adds per pixel). The
     column pass is left to fuse into the caller's arithmetic. Call it once per moment,
-    not on a stack of them: the stack is one more large array written and read (SSIM
-    ran ~1.6x slower so on CPU).
+    not on a stack of them: the stack is one more large array written and read.
     """
     n = len(taps)
     H, W = x.shape[-2] - n + 1, x.shape[-1] - n + 1

@@ -97,8 +97,8 @@ def _huang_planes(codes, rows, max_radius: int):
     Columns as lanes, not rows: the moving pixels of one footprint column are, across
     lanes, a contiguous run of an image row, so they are cut out of the padded uint8
     plane by one gather of contiguous slices, laid out step-major before the scan.
-    (With rows as lanes they are a strided column; XLA folds a transpose into the
-    layout and gathers byte by byte, ~3x slower.)
+    (With rows as lanes they are a strided column: XLA folded the transpose meant to
+    make them contiguous into a layout and gathered byte by byte, ~3x slower.)
     """
     R = max_radius
     P, H, W = codes.shape
