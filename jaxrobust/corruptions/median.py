@@ -217,14 +217,14 @@ def _huang_chunked(codes, rows, max_radius: int):
     return out.reshape((-1,) + codes.shape[1:])[:P]
 
 
-def _median_8bit(planes, rows):
-    """(P, H, W) float planes whose values are 8-bit levels -> exact medians.
+def _median_8bit(planes, rows, codes, lut):
+    """(P, H, W) float planes whose values are 8-bit levels -> exact medians, from their
+    `_codes_and_lut`.
 
     The sliding histogram runs at the smallest static reach that holds every plane's
     footprint: the buckets 5, 10, the largest whole radius and one more (the float
     radii whose disk is even-sized reach one pixel further on one side).
     """
-    codes, lut = _codes_and_lut(planes)
     E = (rows.shape[1] - 1) // 2
     buckets = [b for b in _BUCKETS if b < E - 1] + [E - 1, E]
     branches = [functools.partial(_huang_chunked, max_radius=b) for b in buckets]
@@ -246,9 +246,8 @@ def _codes_and_lut(planes):
     return codes, lut
 
 
-def _is_8bit(planes):
+def _is_8bit(planes, codes, lut):
     """Whether every plane's values are reproduced exactly by their 8-bit codes."""
-    codes, lut = _codes_and_lut(planes)
     back = jnp.take_along_axis(lut, codes.reshape(codes.shape[0], -1), axis=1)
     return jnp.all(back == planes.reshape(planes.shape[0], -1))
 
@@ -391,10 +390,13 @@ def _median_general(planes, rows):
 
 @jax.jit
 def _median_planes(planes, rows):
-    """Dispatches a flat batch of planes: network for small footprints, else by value kind."""
-    branches = [_median_general, _median_8bit, _network_planes]
-    which = jnp.where(_fits_network(rows), 2, _is_8bit(planes).astype(jnp.int32))
-    return lax.switch(which, branches, planes, rows)
+    """Dispatches a flat batch of planes: network for small footprints, else by value kind.
+    The 8-bit codes are computed once, for the test and for the 8-bit path."""
+    codes, lut = _codes_and_lut(planes)
+    branches = [lambda p, r, *_: _median_general(p, r), _median_8bit,
+                lambda p, r, *_: _network_planes(p, r)]
+    which = jnp.where(_fits_network(rows), 2, _is_8bit(planes, codes, lut).astype(jnp.int32))
+    return lax.switch(which, branches, planes, rows, codes, lut)
 
 
 @functools.cache
