@@ -19,6 +19,7 @@ which the sweep splits its images over the processes (see `sweep.engine`).
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -26,6 +27,7 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxrobust._validation import is_traced
@@ -171,7 +173,7 @@ def shard_batch(fn: Callable, *, in_axes: Sequence[int | None], mesh: Mesh | Non
     threads = cpu_threads(mesh)
     if threads == 1:
         return run
-    return _Concurrent(run, batch_size, in_axes, threads, multiple)
+    return _Concurrent(run, batch_size, in_axes, threads, multiple, mesh.devices.ravel()[0])
 
 
 def cpu_threads(mesh: Mesh | None = None) -> int:
@@ -231,30 +233,73 @@ class _Concurrent:
     it (copies of its first element), so each part has the shape one of `threads`
     devices would get. Under a trace (a caller's `jit`), from one of the pool's own
     threads, and for `lower`, it is the plain jitted program.
+
+    Each part cuts its rows out of the whole batch inside its own compiled program (a
+    `dynamic_slice` that XLA fuses into the reads), and each thread copies its part's
+    outputs into one 64-byte-aligned host buffer per output, which becomes the result
+    without another copy (`jax.device_put(..., may_alias=True)`; key arrays are joined
+    on the device). Eager slicing and a `jnp.concatenate` on the calling thread were a
+    large share of a call that computes for a few milliseconds (docs/architecture.md).
     """
 
-    def __init__(self, run, batch_size, in_axes, threads: int, multiple: int):
+    def __init__(self, run, batch_size, in_axes, threads: int, multiple: int, device):
         self._run, self._batch_size, self._in_axes = run, batch_size, in_axes
-        self._threads, self._multiple = threads, multiple
+        self._threads, self._multiple, self._device = threads, multiple, device
         self.lower = run.lower
+
+        @functools.partial(jax.jit, static_argnums=(0,))
+        def part(size, i, *args):
+            return run(*(lax.dynamic_slice_in_dim(a, i * size, size) if ax == 0 else a
+                         for a, ax in zip(args, in_axes, strict=True)))
+
+        self._part = part
 
     def __call__(self, *args):
         if (threading.current_thread().name.startswith(_POOL_NAME)
                 or any(is_traced(a) for a in jax.tree.leaves(args))):
             return self._run(*args)
         n = self._batch_size(args)
+        if n == 0:
+            return self._run(*args)
         parts = self._threads
         size = -(-n // (parts * self._multiple)) * self._multiple  # rows per part
-        args = [pad_leading(a, size * parts) if ax == 0 else a
+        # on the device once (a host array would be copied by every part), padded as
+        # `parts` devices would pad it
+        args = [pad_leading(jax.device_put(a, self._device), size * parts) if ax == 0 else a
                 for a, ax in zip(args, self._in_axes, strict=True)]
+        lock = threading.Lock()
+        joined = []  # per output leaf: a host buffer for the whole batch, or None
 
         def part(i):
-            rows = slice(i * size, (i + 1) * size)
-            return jax.block_until_ready(self._run(
-                *(a[rows] if ax == 0 else a for a, ax in zip(args, self._in_axes, strict=True))))
+            out = self._part(size, np.int32(i), *args)
+            leaves = jax.tree.leaves(out)
+            with lock:
+                if not joined:  # the first part to finish allocates
+                    joined.extend(None if jax.dtypes.issubdtype(x.dtype, jax.dtypes.extended)
+                                  else _aligned_empty((n,) + x.shape[1:], x.dtype)
+                                  for x in leaves)
+            rows = slice(i * size, min((i + 1) * size, n))
+            for buffer, x in zip(joined, leaves, strict=True):
+                if buffer is not None and rows.stop > rows.start:
+                    np.copyto(buffer[rows], np.asarray(x)[: rows.stop - rows.start])
+            return out
 
         outs = list(_pool(parts).map(part, range(parts)))
-        return jax.tree.map(lambda *xs: jnp.concatenate(xs)[:n], *outs)
+        leaves = [jnp.concatenate(xs)[:n] if buffer is None
+                  else jax.device_put(buffer, self._device, may_alias=True)
+                  for buffer, *xs in zip(joined, *(jax.tree.leaves(o) for o in outs),
+                                         strict=True)]
+        return jax.tree.unflatten(jax.tree.structure(outs[0]), leaves)
+
+
+def _aligned_empty(shape, dtype, align: int = 64) -> np.ndarray:
+    """An uninitialised host array whose data start at a multiple of `align` bytes
+    (what `jax.device_put(..., may_alias=True)` needs to use it without a copy)."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + align, np.uint8)
+    start = (-raw.ctypes.data) % align
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
 
 
 def initialize_processes(coordinator: str | None = None, num_processes: int | None = None,

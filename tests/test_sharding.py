@@ -137,6 +137,24 @@ def test_one_cpu_device_runs_parts_at_once(monkeypatch, rng):
             assert traced and all(t.startswith("jaxrobust-cpu") for t in traced), traced
     jitted = jax.jit(lambda x: shard_batch(fn, in_axes=(0, None))(x, 2.0)[1])(x)
     assert set(np.asarray(jitted).tolist()) == {7}  # traced: the whole batch at once
+    # every output kind is joined as the whole batch's program gives it: key arrays
+    # (joined on device), booleans and integers (through one host buffer); batches
+    # smaller than the parts leave the last parts without rows
+    monkeypatch.setenv("JAXROBUST_CPU_THREADS", "3")
+
+    def kinds(k, x):
+        rows = (x[:, 0] * 1000).astype(jnp.int32)  # per row, not per position in a part
+        return jax.vmap(jax.random.fold_in)(k, rows), x > 0.5, x.argmax(-1)
+
+    keys = jax.random.split(jax.random.key(int(rng.integers(1 << 30))), 7)
+    for n in (7, 2, 1):
+        got = shard_batch(kinds, in_axes=(0, 0))(keys[:n], x[:n])
+        want = jax.jit(kinds)(keys[:n], x[:n])
+        assert jax.dtypes.issubdtype(got[0].dtype, jax.dtypes.prng_key)
+        np.testing.assert_array_equal(jax.random.key_data(got[0]), jax.random.key_data(want[0]))
+        for g, w in zip(got[1:], want[1:], strict=True):
+            assert g.dtype == w.dtype and g.shape == w.shape
+            np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
     monkeypatch.setenv("JAXROBUST_CPU_THREADS", "two")
     with pytest.raises(ValueError, match="JAXROBUST_CPU_THREADS"):
         sharding.cpu_threads()
