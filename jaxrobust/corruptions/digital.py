@@ -467,7 +467,9 @@ def jpeg_compression(key, image, quality):
         sums = c.reshape(hh // 2, 2, ww // 2, 2).sum(axis=(1, 3))
         bias = 1 + (jnp.arange(ww // 2) % 2)  # jcsample.c: 1, 2, 1, 2, ...
         small = jnp.right_shift(sums + bias[None, :], 2)
-        return _fancy_upsample(_jpeg_plane(small, chroma_q)[:ch, :cw])
+        # upsampled apart: fused into the colour conversion, the interleaving ran in
+        # that loop for every output value (~20 % of the codec; docs/architecture.md)
+        return _fusion.separately(_fancy_upsample, _jpeg_plane(small, chroma_q)[:ch, :cw])
 
     def codec(rgb):
         # On planes: XLA's CPU loops vectorise along an output's minor axis, which for
