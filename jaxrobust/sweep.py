@@ -155,6 +155,36 @@ def _chunk_program(kernel: Callable, fns: tuple[Callable, ...], mesh, data_range
     return shard_batch(chunk, in_axes=(None, 0, 0, 0, None), mesh=mesh)
 
 
+def _reads_key(kernel: Callable, image: jax.ShapeDtypeStruct, level) -> bool:
+    """Whether `kernel(key, image, level)`'s traced program reads its key at all."""
+    jaxpr = jax.make_jaxpr(kernel)(jax.random.key(0), image, level).jaxpr
+    key = jaxpr.invars[0]
+    return any(v is key for v in jaxpr.outvars) or any(
+        v is key for eqn in jaxpr.eqns for v in eqn.invars)
+
+
+def _distinct_levels(kernel: Callable, image: jax.ShapeDtypeStruct, levels: np.ndarray):
+    """The levels a sweep has to compute: `(levels[keep], inverse)`, `inverse (L,)`
+    mapping every level to its computed one (None: all of them are computed).
+
+    A kernel that never reads its key (`scale_up`, the median, JPEG, ...) gives the
+    same image for two levels that encode the same (`levels` as
+    `corruptions.kernel_levels` gives them, `(L, ...)`): the study protocol's 50 crop
+    steps are 23 whole-pixel widths, small images round several median radii to the
+    same disk. Such a level is computed once and its records are copied, which gives
+    the same results bit for bit. A random kernel draws anew at every step (its key
+    depends on the step), so it keeps every level.
+    """
+    flat = levels.reshape(len(levels), -1)
+    _, first, inverse = np.unique(flat, axis=0, return_index=True, return_inverse=True)
+    if len(first) == len(levels) or _reads_key(kernel, image, levels[0]):
+        return levels, None
+    order = np.argsort(first)  # the computed levels keep the schedule's order
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return levels[first[order]], rank[inverse.reshape(-1)]
+
+
 @functools.lru_cache(maxsize=16)
 def _predict_program(fn: Callable):
     return jax.jit(lambda params, x: jnp.argmax(fn(params, x), -1))
@@ -223,10 +253,11 @@ class SweepArrays(NamedTuple):
     batch_sizes: dict
 
 
-def _sweep_cells(program, consts, lv, expect, size, n_models, first, compiling, progress,
-                 idx, rows, images, labels, sizes) -> list[dict]:
+def _sweep_cells(program, consts, lv, inverse, expect, size, n_models, first, compiling,
+                 progress, idx, rows, images, labels, sizes) -> list[dict]:
     """One batch of sweep cells (`store.run_cells`' `compute`): the chunk program on the
-    padded batch, its outputs cut back into one dict per cell."""
+    padded batch over the distinct levels `lv`, its outputs spread back to every level
+    (`inverse`, see `_distinct_levels`) and cut into one dict per cell."""
     signature = (program, rows.shape, images.shape[1:], images.dtype, lv.shape)
     if signature not in _COMPILED:
         _progress.write(compiling, progress=progress)
@@ -234,6 +265,8 @@ def _sweep_cells(program, consts, lv, expect, size, n_models, first, compiling, 
     exp = expect(labels, len(idx))
     res = program(consts, idx[rows].astype(np.int32), images[rows], exp[rows], lv)
     res = jax.tree.map(np.asarray, res)
+    if inverse is not None:  # (B, distinct levels[, K]) -> (B, L[, K])
+        res = (res[0][:, inverse], jax.tree.map(lambda a: a[:, inverse], res[1]), *res[2:])
     cells, at = [], 0
     for j, k in enumerate(sizes):
         part = slice(j * size, j * size + k)
@@ -320,11 +353,17 @@ def engine(key: jax.Array, classifiers: Mapping[str, tuple[Callable, object]], s
     sample = None  # the memory probe's images, read when a chunk size is to be chosen
     out = SweepArrays({}, {}, (), None, {})
     pool = ThreadPoolExecutor(1)
+    image = None  # the kernels' input, for `_distinct_levels`
     for c_index, name in enumerate(schedule):
         first = c_index == 0
-        lv = jnp.asarray(registry.kernel_levels(name, schedule[name]))
+        kernel = registry.get(name, table=table).apply
+        if image is None:
+            image = jax.ShapeDtypeStruct(read(np.arange(1))[0].shape[1:], jnp.float32)
+        lv, inverse = _distinct_levels(kernel, image,
+                                      np.asarray(registry.kernel_levels(name, schedule[name])))
+        lv = jnp.asarray(lv)
         consts = (params, jax.random.fold_in(key, c_index), original, limit)
-        program = _chunk_program(registry.get(name, table=table).apply, fns, mesh,
+        program = _chunk_program(kernel, fns, mesh,
                                  float(ssim_data_range),
                                  tuple(top_k), keep_probs, first)
         start = time.perf_counter()
@@ -344,12 +383,12 @@ def engine(key: jax.Array, classifiers: Mapping[str, tuple[Callable, object]], s
             store.remember(name, size)
         out.batch_sizes[name] = size
 
-        compute = functools.partial(_sweep_cells, program, consts, lv,
+        compute = functools.partial(_sweep_cells, program, consts, lv, inverse,
                                     functools.partial(expect, name), size, len(fns), first,
                                     f"  compiling the {name} sweep program (once per process "
                                     "and chunk shape) ...", progress)
         ordered = run_cells(name, n, size, parts, read, compute, store=store, pool=pool,
-                            units=len(lv), desc=f"sweep {name}", unit="img-lvl",
+                            units=len(schedule[name]), desc=f"sweep {name}", unit="img-lvl",
                             wait_timeout=wait_timeout, log=lambda s: log(f"  sweep {s}"),
                             progress=progress)
         out.ssim[name] = np.concatenate([c["ssim"] for c in ordered]).T  # (L, N)
@@ -362,7 +401,8 @@ def engine(key: jax.Array, classifiers: Mapping[str, tuple[Callable, object]], s
                             for m in range(len(fns))),
                 labels=(np.concatenate([c["labels"] for c in ordered])
                         if "labels" in ordered[0] else None))
-        log(f"  sweep {name}: {len(lv)} levels x {n} images x {len(fns)} models "
+        same = "" if inverse is None else f" ({len(lv)} distinct)"
+        log(f"  sweep {name}: {len(schedule[name])} levels{same} x {n} images x {len(fns)} models "
             f"in {time.perf_counter() - start:.1f} s")
     pool.shutdown()
     return out

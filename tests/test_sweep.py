@@ -279,3 +279,28 @@ def test_a_grain_dataset_sweeps_as_the_array(setup):
     want, _ = sweep.run(jax.random.key(1), {"m": (apply_fn, params)}, images,
                         np.arange(5) % 4, **kw)
     pd.testing.assert_frame_equal(got, want)
+
+
+def test_coinciding_levels_of_a_deterministic_kernel_are_computed_once(setup):
+    images, apply_fn, params, _ = setup
+    spec = jax.ShapeDtypeStruct(images.shape[1:], jnp.float32)
+    crops = np.array([2.0, 0.0, 2.0, 1.0, 0.0])
+    kept, inverse = sweep._distinct_levels(corruptions.get("scale_up").apply, spec, crops)
+    np.testing.assert_array_equal(kept, [2.0, 0.0, 1.0])
+    np.testing.assert_array_equal(inverse, [0, 1, 0, 2, 1])
+    # a random kernel draws anew at every step: nothing is shared
+    sigmas = np.array([0.1, 0.1])
+    assert sweep._distinct_levels(corruptions.get("gaussian_noise").apply, spec,
+                                  sigmas)[1] is None
+
+    def sweep_levels(levels):
+        return sweep.run(jax.random.key(1), {"m": (apply_fn, params)}, images,
+                         np.arange(5) % 4, corruptions=tuple(levels), levels=levels,
+                         class_names={"m": CLASSES}, batch_size=2, log=lambda s: None)[1]
+
+    both = sweep_levels({"scale_up": crops, "gaussian_noise": sigmas})
+    apart = sweep_levels({"scale_up": kept})
+    for field in ("ssim", "m/pred", "m/loss", "m/confidence"):
+        np.testing.assert_array_equal(both[f"scale_up/{field}"],
+                                      apart[f"scale_up/{field}"][inverse])
+    assert not np.array_equal(both["gaussian_noise/ssim"][0], both["gaussian_noise/ssim"][1])
