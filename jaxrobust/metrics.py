@@ -16,17 +16,25 @@ from jaxrobust._validation import check_image
 from jaxrobust.corruptions._ops import scipy_gaussian_taps
 
 
-def _valid_filter(x, taps):
-    """Separable 'valid' correlation of `(..., H, W)` with 1-D `taps` on H and W.
+def _valid_filter(taps, fn, *args):
+    """Separable 'valid' correlation of `fn(*args)`, `(..., H, W)`, with 1-D `taps` on H
+    and W.
 
     The row pass is computed apart (`_fusion.separately`): fused, XLA would recompute
-    it for every column tap (`n**2` instead of `2 n` multiply-adds per pixel). The
-    column pass is left to fuse into the caller's arithmetic. Call it once per moment,
-    not on a stack of them: the stack is one more large array written and read.
+    it for every column tap (`n**2` instead of `2 n` multiply-adds per pixel). `fn`
+    (a centring, a product of two images) runs inside that pass, so its result is
+    never written out. The column pass is left to fuse into the caller's arithmetic.
+    Call it once per moment, not on a stack of them: the stack is one more large array
+    written and read.
     """
     n = len(taps)
-    H, W = x.shape[-2] - n + 1, x.shape[-1] - n + 1
-    rows = separately(lambda x: sum(float(t) * x[..., i: i + H, :] for i, t in enumerate(taps)), x)
+    H, W = args[0].shape[-2] - n + 1, args[0].shape[-1] - n + 1
+
+    def row_pass(*args):
+        x = fn(*args)
+        return sum(float(t) * x[..., i: i + H, :] for i, t in enumerate(taps))
+
+    rows = separately(row_pass, *args)
     return sum(float(t) * rows[..., i: i + W] for i, t in enumerate(taps))
 
 
@@ -73,7 +81,8 @@ def _check_constants(k1, k2):
 
 
 def _ssim_crop(x, taps, win_size):
-    """`(H, W, C)` -> centred `(C, H', W')` float32 and its mean.
+    """`(H, W, C)` -> `(C, H', W')` float32 (`(H', W')` for one channel) and its mean
+    (SSIM centres on it).
 
     Only the interior (a border of `(win_size - 1) // 2` cropped) enters SSIM's mean.
     A 'valid' filter over the returned array gives exactly that interior: with taps
@@ -88,8 +97,10 @@ def _ssim_crop(x, taps, win_size):
         x = jnp.pad(x, ((extra, extra), (extra, extra), (0, 0)), mode="symmetric")
     elif extra < 0:
         x = x[-extra:extra, -extra:extra]
-    shift = jnp.mean(x)
-    return jnp.moveaxis(x, -1, 0) - shift, shift
+    # one channel as (H', W'): a (1, H', W') plane's unit axis let XLA's CPU layouts
+    # disagree between the consumers, and each disagreement cost a copy per image
+    planes = x[..., 0] if x.shape[-1] == 1 else jnp.moveaxis(x, -1, 0)
+    return planes, jnp.mean(x)
 
 
 def ssim_reference(
@@ -118,10 +129,19 @@ def ssim_reference(
     """
     a = check_image(a, fn="ssim").astype(jnp.float32)
     taps, win_size = _ssim_taps(a.shape, win_size, gaussian_weights, sigma)
-    da, shift = _ssim_crop(a, taps, win_size)
-    mx, sxx = _valid_filter(da, taps), _valid_filter(da * da, taps)
+    a, shift = _ssim_crop(a, taps, win_size)
+    da = a - shift
+    mx, sxx = _valid_filter(taps, _same, da), _valid_filter(taps, _square, da)
     return {"centred": da, "shift": shift, "mean": mx,
             "var": _cov_norm(win_size, use_sample_covariance) * (sxx - mx * mx)}
+
+
+def _same(x):
+    return x
+
+
+def _square(x):
+    return x * x
 
 
 def _cov_norm(win_size, use_sample_covariance):
@@ -146,12 +166,14 @@ def ssim_compare(
     b = check_image(b, fn="ssim").astype(jnp.float32)
     taps, win_size = _ssim_taps(b.shape, win_size, gaussian_weights, sigma)
     da = reference["centred"]
-    db, shift = _ssim_crop(b, taps, win_size)
-    if da.shape != db.shape:
+    b, shift = _ssim_crop(b, taps, win_size)
+    if da.shape != b.shape:
         raise ValueError(f"ssim: images differ in shape, reference {da.shape} (C, H, W) "
-                         f"vs {db.shape}.")
-    my, syy = _valid_filter(db, taps), _valid_filter(db * db, taps)
-    sxy = _valid_filter(da * db, taps)
+                         f"vs {b.shape}.")
+    # b centred on its mean inside each moment's row pass (never stored)
+    my = _valid_filter(taps, lambda b, s: b - s, b, shift)
+    syy = _valid_filter(taps, lambda b, s: _square(b - s), b, shift)
+    sxy = _valid_filter(taps, lambda a, b, s: a * (b - s), da, b, shift)
     mx, vx = reference["mean"], reference["var"]
     cov_norm = _cov_norm(win_size, use_sample_covariance)
     vy = cov_norm * (syy - my * my)
@@ -162,7 +184,7 @@ def ssim_compare(
     s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
     # the map computed apart from its mean: fused into the reduction, XLA's CPU backend
     # ran the column passes and the formula ~7x slower, on 64 images of 174 x 174
-    return jnp.mean(jnp.mean(separately(lambda s: s, s), axis=(1, 2)))
+    return jnp.mean(jnp.mean(separately(lambda s: s, s), axis=(-2, -1)))
 
 
 def ssim(
