@@ -39,7 +39,7 @@ if [ "$small" = 1 ]; then
   bench 300 attribution --steps 4 --batches 2 --no-memory-run --no-xla-options
   bench 300 scale --quick --cases memory
 else
-  bench 100 sweep --images 256 --ref-images 16
+  bench 100 sweep --images 256 --ref-images 16 --repeats 1
   bench 150 kernels --images 64 --ref-images 8 --suite-images 16 --suite-ref-images 4
   bench 100 attribution --no-xla-options
   bench 110 scale --cases memory imagenet

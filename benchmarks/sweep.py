@@ -4,9 +4,14 @@ The study's way, transcribed: for every corruption and step, corrupt each image
 with scikit-image / OpenCV, compute scikit-image's SSIM to the clean image, then call
 the model once on the step's batch. jaxrobust's way: `sweep.run` (one compiled
 program per corruption, levels by `lax.map`, images by `vmap`, split over devices).
-Both run the same Flax model (a small CNN) with the same weights; the protocol is
-the study's (crop 50, noise 50, blur 20 steps). Reported: (image, level) pairs per
-second each way, and the ratio.
+Both run the same Flax model (a small CNN) with the same weights on the study's
+schedule (crop 50, noise 50, blur 20 steps). `--protocol study` (the default) is the
+study's own computation, which both sides then compute alike: whole-pixel crops, float
+disk radii, SSIM range 2. `--protocol continuous` (the main job's) sweeps fractional
+crops, which the study's loop still crops to `int(level)` pixels (same cost). Where two
+crop steps give the same width, jaxrobust computes that image once (`sweep.run` does so
+for any kernel that draws nothing); the JSON counts the distinct levels. Reported:
+(image, level) pairs per second each way, and the ratio.
 
 Run from the repository root: `python -m benchmarks.sweep`.
 """
@@ -27,7 +32,7 @@ from jaxrobust import corruptions, models, sweep
 CLASSES = ["original", "scale_up", "median_blur", "gaussian_noise"]
 
 
-def _study_loop(apply_fn, params, images, seed: int = 0):
+def _study_loop(apply_fn, params, images, protocol: str, seed: int = 0):
     """The study's sweep: one image and one step at a time; returns seconds and accuracies."""
     import cv2
     from skimage.filters import median
@@ -38,10 +43,11 @@ def _study_loop(apply_fn, params, images, seed: int = 0):
     size = images.shape[1]
     predict = jax.jit(apply_fn)
     rng = np.random.default_rng(seed)
+    data_range = corruptions.SSIM_DATA_RANGE[protocol]
     accuracy = {}
     start = time.perf_counter()
     for c, name in enumerate(corruptions.names("study"), start=1):
-        for level in corruptions.seed_levels(name, image_size=size):
+        for level in corruptions.seed_levels(name, image_size=size, protocol=protocol):
             batch, scores = [], []
             for image in images[..., 0]:
                 if name == "scale_up":
@@ -50,50 +56,67 @@ def _study_loop(apply_fn, params, images, seed: int = 0):
                                                           (size, size),
                                                           interpolation=cv2.INTER_LINEAR)
                 elif name == "median_blur":
-                    out = median(image, disk(int(level)), mode="nearest")
+                    out = median(image, disk(float(level)), mode="nearest")
                 else:
                     out = random_noise(image, mode="gaussian", var=float(level) ** 2,
                                        clip=True, rng=rng).astype(np.float32)
-                scores.append(structural_similarity(image, out, data_range=1.0))
+                scores.append(structural_similarity(image, out, data_range=data_range))
                 batch.append(out)
-            logits = predict(params, jnp.asarray(np.asarray(batch, np.float32)[..., None]))
+            x = jnp.asarray(np.asarray(batch, np.float32)[..., None])
+            logits = np.asarray(predict(params, x))  # NumPy, as Keras' predict returns
             accuracy[name, float(level)] = float(np.mean(np.argmax(logits, -1) == c))
     return time.perf_counter() - start, accuracy
 
 
-def run(n: int = 64, ref_images: int = 8, size: int = 174, *, reference: bool = True,
-        log=print) -> dict:
+def run(n: int = 64, ref_images: int = 8, size: int = 174, *, protocol: str = "study",
+        repeats: int = 3, reference: bool = True, log=print) -> dict:
+    """Times both sides `repeats` times, alternating (ours, study loop, ours, ...), so
+    that a slow spell of a shared machine weighs on both; the medians give the ratio."""
     images = bench_images(n, size)
     net = models.get("small_cnn", num_classes=4, input_shape=(size, size, 1), width=0.5,
                      hidden=64)
     apply_fn, params = models.pure(net)
-    levels = {c: corruptions.seed_levels(c, image_size=size) for c in corruptions.names("study")}
+    levels = {c: corruptions.seed_levels(c, image_size=size, protocol=protocol)
+              for c in corruptions.names("study")}
     pairs = sum(len(v) for v in levels.values())
+    spec = jax.ShapeDtypeStruct(images.shape[1:], jnp.float32)
+    distinct = sum(len(sweep._distinct_levels(corruptions.get(c).apply, spec,
+                                              np.asarray(corruptions.kernel_levels(c, v)))[0])
+                   for c, v in levels.items())
 
     def ours():
-        return sweep.run(jax.random.key(0), {"cnn": (apply_fn, params)}, images,
-                         levels=levels, class_names={"cnn": CLASSES}, batch_size=n,
-                         log=lambda s: None)
+        start = time.perf_counter()
+        sweep.run(jax.random.key(0), {"cnn": (apply_fn, params)}, images,
+                  levels=levels, class_names={"cnn": CLASSES}, batch_size=n,
+                  protocol=protocol, log=lambda s: None)
+        return time.perf_counter() - start
 
-    start = time.perf_counter()
-    ours()
-    first = time.perf_counter() - start
-    start = time.perf_counter()
-    ours()
-    steady = time.perf_counter() - start
-    log(f"jaxrobust: {n} images x {pairs} levels in {steady:.2f} s (first call {first:.1f} s, "
-        f"{jax.device_count()} device(s))")
+    first = ours()
+    if reference:  # the study loop's model call, compiled before it is timed
+        jax.block_until_ready(jax.jit(apply_fn)(params, jnp.asarray(images[:ref_images])))
+    ours_s, ref_s = [], []
+    for r in range(repeats):
+        ours_s.append(ours())
+        log(f"jaxrobust: {n} images x {pairs} levels in {ours_s[-1]:.2f} s (first call "
+            f"{first:.1f} s, {jax.device_count()} device(s))")
+        if reference:
+            ref_s.append(_study_loop(apply_fn, params, images[:ref_images], protocol, seed=r)[0])
+            log(f"study loop: {ref_images} images x {pairs} levels in {ref_s[-1]:.2f} s")
+    steady = float(np.median(ours_s))
     payload = {"benchmark": "sweep", "device": device_info(), "images": n,
                "reference_images": ref_images, "shape": [size, size, 1],
-               "levels_per_image": pairs, "model": "small_cnn width 0.5, hidden 64",
-               "jaxrobust_seconds": steady, "jaxrobust_first_call_seconds": first,
+               "protocol": protocol, "levels_per_image": pairs,
+               "distinct_levels_computed": distinct,
+               "model": "small_cnn width 0.5, hidden 64", "repeats": repeats,
+               "jaxrobust_seconds": steady, "jaxrobust_seconds_each": ours_s,
+               "jaxrobust_first_call_seconds": first,
                "jaxrobust_image_levels_per_s": n * pairs / steady,
                "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if reference:
-        ref_s, _ = _study_loop(apply_fn, params, images[:ref_images])
-        log(f"study loop: {ref_images} images x {pairs} levels in {ref_s:.2f} s")
-        payload["reference_seconds"] = ref_s
-        payload["reference_image_levels_per_s"] = ref_images * pairs / ref_s
+        ref = float(np.median(ref_s))
+        payload["reference_seconds"] = ref
+        payload["reference_seconds_each"] = ref_s
+        payload["reference_image_levels_per_s"] = ref_images * pairs / ref
         payload["speedup"] = (payload["jaxrobust_image_levels_per_s"]
                               / payload["reference_image_levels_per_s"])
     return payload
@@ -111,6 +134,7 @@ def _tuned(args) -> dict:
         out = os.path.join(tmp, "tuned.json")
         subprocess.run([sys.executable, "-m", "benchmarks.sweep", "--cpu-cores",
                         "--ours-only", "--images", str(args.images), "--size", str(args.size),
+                        "--protocol", args.protocol, "--repeats", str(args.repeats),
                         "--out", out], check=True, cwd=ROOT)
         with open(out) as f:
             return json.load(f)
@@ -122,13 +146,21 @@ def main(argv=None) -> dict:
     parser.add_argument("--ref-images", type=int, default=8,
                         help="images the study's loop is timed on")
     parser.add_argument("--size", type=int, default=174, help="image side in pixels")
+    parser.add_argument("--protocol", choices=corruptions.PROTOCOLS, default="study",
+                        help="the levels: the study's own computation (default) or the "
+                        "main job's continuous family")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed runs of each side, alternating; medians are reported")
     parser.add_argument("--ours-only", action="store_true",
                         help="time jaxrobust alone (no study loop)")
     parser.add_argument("--no-tuned", action="store_true",
                         help="do not also time jaxrobust in the tuned set-up (--cpu-cores) "
                         "in a second process")
     args = parse(parser, argv)
-    payload = run(args.images, args.ref_images, args.size, reference=not args.ours_only)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}.")
+    payload = run(args.images, args.ref_images, args.size, protocol=args.protocol,
+                  repeats=args.repeats, reference=not args.ours_only)
     payload["setup"] = args.setup
     if not (args.ours_only or args.cpu_cores or args.no_tuned):
         tuned = _tuned(args)
@@ -139,7 +171,8 @@ def main(argv=None) -> dict:
             "jaxrobust_image_levels_per_s": rate,
             "speedup": rate / payload["reference_image_levels_per_s"],
             "default_over_tuned": payload["jaxrobust_image_levels_per_s"] / rate}
-    out = save(payload, "sweep" + ("-cpu-cores" if args.cpu_cores else ""), args.out)
+    out = save(payload, "sweep" + ("-continuous" if args.protocol == "continuous" else "")
+               + ("-cpu-cores" if args.cpu_cores else ""), args.out)
     if "speedup" in payload:
         print(f"{payload['setup']}: speedup {payload['speedup']:.1f}x "
               f"({payload['jaxrobust_image_levels_per_s']:.0f} vs "

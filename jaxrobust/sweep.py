@@ -289,7 +289,7 @@ def engine(key: jax.Array, classifiers: Mapping[str, tuple[Callable, object]], s
            batch_size: int | None = None, ssim_data_range: float = 1.0,
            store: SweepStore | None = None, devices: int | None = None,
            num_classes: int | None = None, wait_timeout: float = 3600.0,
-           table: str = registry.tables.DEFAULT,
+           table: str = registry.tables.DEFAULT, image_shape: tuple | None = None,
            log: Callable[[str], None] = print, progress: bool | None = None) -> SweepArrays:
     """Corrupts every image at every level of every corruption, scores SSIM, predicts,
     and reduces each (image, level) to a record on device.
@@ -321,6 +321,8 @@ def engine(key: jax.Array, classifiers: Mapping[str, tuple[Callable, object]], s
         wait_timeout: with several processes, seconds to wait for another process's
             next cell before giving up with an error naming the missing cells.
         table: the benchmark whose parameters the kernels use (`corruptions.get`).
+        image_shape: the images' `(H, W, C)` when the caller knows it (else one image is
+            read to learn it): the kernels are traced on it to find the levels to compute.
         log, progress: one line per corruption; a bar per corruption.
 
     Several processes (after `jax.distributed.initialize`): the cells (`batch_size`
@@ -353,11 +355,12 @@ def engine(key: jax.Array, classifiers: Mapping[str, tuple[Callable, object]], s
     sample = None  # the memory probe's images, read when a chunk size is to be chosen
     out = SweepArrays({}, {}, (), None, {})
     pool = ThreadPoolExecutor(1)
-    image = None  # the kernels' input, for `_distinct_levels`
+    image = None if image_shape is None else jax.ShapeDtypeStruct(tuple(image_shape),
+                                                                   jnp.float32)
     for c_index, name in enumerate(schedule):
         first = c_index == 0
         kernel = registry.get(name, table=table).apply
-        if image is None:
+        if image is None:  # the kernels' input, for `_distinct_levels`
             image = jax.ShapeDtypeStruct(read(np.arange(1))[0].shape[1:], jnp.float32)
         lv, inverse = _distinct_levels(kernel, image,
                                       np.asarray(registry.kernel_levels(name, schedule[name])))
@@ -601,7 +604,8 @@ def run(key: jax.Array, classifiers: Mapping[str, tuple[Callable, object]], imag
                     keep_probs=keep_probs, batch_size=batch_size,
                     ssim_data_range=float(ssim_data_range), store=store, devices=devices,
                     num_classes=min(counts.values()) if target == "labels" else None,
-                    wait_timeout=wait_timeout, table=table, log=log, progress=progress)
+                    wait_timeout=wait_timeout, table=table, image_shape=shape, log=log,
+                    progress=progress)
     labels = arrays.labels
     per_clean, clean_accuracy = {}, {}
     for m, pred in zip(model_names, arrays.clean, strict=True):
