@@ -122,10 +122,10 @@ def ssim_reference(
         win_size, gaussian_weights, sigma, use_sample_covariance: as for `ssim`.
 
     Returns:
-        A dict of arrays (vmappable): `"centred"` `(C, H', W')`, the image minus its
-        mean `"shift"` and cropped to where the filter is valid; `"mean"` and `"var"`,
-        its centred local mean and its local variance, `(C, H' - n + 1, W' - n + 1)`
-        for `n` taps.
+        A dict of arrays (vmappable): `"centred"` `(C, H', W')` (`(H', W')` for one
+        channel), the image minus its mean `"shift"` and cropped to where the filter is
+        valid; `"mean"` and `"var"`, its centred local mean and its local variance,
+        `(C, H' - n + 1, W' - n + 1)` (or without `C`) for `n` taps.
     """
     a = check_image(a, fn="ssim").astype(jnp.float32)
     taps, win_size = _ssim_taps(a.shape, win_size, gaussian_weights, sigma)
@@ -168,8 +168,9 @@ def ssim_compare(
     da = reference["centred"]
     b, shift = _ssim_crop(b, taps, win_size)
     if da.shape != b.shape:
-        raise ValueError(f"ssim: images differ in shape, reference {da.shape} (C, H, W) "
-                         f"vs {b.shape}.")
+        raise ValueError(f"ssim: images differ in shape, reference {da.shape} vs "
+                         f"{b.shape} ((C, H, W), or (H, W) for one channel, as cropped "
+                         "for the window).")
     # b centred on its mean inside each moment's row pass (never stored)
     my = _valid_filter(taps, lambda b, s: b - s, b, shift)
     syy = _valid_filter(taps, lambda b, s: _square(b - s), b, shift)
