@@ -63,49 +63,66 @@ def _poisson_cdf_table() -> np.ndarray:
 #: Where the inverse CDF is searched: `WINDOW` counts from `guess - WINDOW_BELOW`, the
 #: guess being the Cornish-Fisher quantile `lam + z sqrt(lam) + (z^2 - 1) / 6`
 #: (`z = ndtri(u)`). Over every grid mean and every u in [1e-7, 1) the exact quantile
-#: lies within [guess - 5, guess + 2] (checked in float64 at every CDF breakpoint;
+#: lies within [guess - 5, guess + 2] (checked in float32, as the kernel computes the
+#: guess, at every CDF breakpoint of every row and one ulp either side;
 #: `tests/test_suite.py` re-checks); the window keeps two counts of margin each side.
 _WINDOW = 16
 _WINDOW_BELOW = 7
 
 
-def _poisson(u, lam, z):
-    """Poisson(`lam`) for `0 <= lam <= EXACT_PHOTONS`, by inversion of the uniform
-    draws `u` (`z = ndtri(u)`, the same draws on the normal scale).
+def _poisson(u, lam):
+    """Poisson(`lam`) for `0 <= lam <= EXACT_PHOTONS`, by inversion of the flat uniform
+    draws `u` (1-D, like `lam`).
 
     Exact by additivity, Poisson(a + b) = Poisson(a) + Poisson(b) for independent
-    draws: `a` is `lam` rounded down to the table's grid, inverted by a binary search
-    in its CDF row, within a 16-count window around the normal-approximation quantile
-    (4 steps instead of 8); the rest `b < h` is inverted by a short sequential search
-    on `u`'s position inside the chosen CDF step, which is uniform and independent of
-    the step (so one uniform draw serves both). The table does not depend on the call,
-    so its reads are plain gathers from a constant.
+    draws: `a` is `lam` rounded down to the table's grid, inverted in its CDF row
+    within a 16-count window around the normal-approximation quantile, as the count of
+    window entries below `u` (independent loads from one or two cache lines, where a
+    binary search's are a chain of dependent loads from a table larger than some CPUs'
+    L2); the rest `b < h` is inverted by a short sequential search on `u`'s position
+    inside the chosen CDF step, which is uniform and independent of the step (so one
+    uniform draw serves both). The table does not depend on the call, so its reads are
+    plain gathers from a constant.
+
+    Four passes, each compiled apart (`_fusion.separately`): XLA's CPU loops run
+    scalar wherever they gather, so the table's reads get passes of their own and the
+    arithmetic around them (the guess, the remainder) stays vectorised.
     """
-    table = jnp.asarray(_poisson_cdf_table())
-    scaled = jnp.clip(lam, 0.0, EXACT_PHOTONS) / _STEP
-    row = jnp.floor(scaled)
-    grid_lam = row * _STEP
-    guess = jnp.floor(grid_lam + z * jnp.sqrt(grid_lam) + (z * z - 1.0) / 6.0 + 0.5)
-    low = jnp.clip(guess - _WINDOW_BELOW, 0, _COUNTS - _WINDOW).astype(jnp.int32)
-    base = row.astype(jnp.int32) * _COUNTS
-    lo, hi = low, low + (_WINDOW - 1)
-    for _ in range(int(np.log2(_WINDOW))):  # smallest k in the window with cdf[k] >= u
-        mid = (lo + hi) // 2
-        below = table[base + mid] < u
-        lo = jnp.where(below, mid + 1, lo)
-        hi = jnp.where(below, hi, mid)
-    upper = jnp.minimum(table[base + lo], 1.0)
-    lower = jnp.where(lo > 0, table[base + jnp.maximum(lo - 1, 0)], 0.0)
-    v = jnp.clip((u - lower) / jnp.maximum(upper - lower, 1e-30), 0.0, 1.0)
-    rest = (scaled - row) * _STEP
-    p = jnp.exp(-rest)
-    cdf = p
-    extra = jnp.zeros(lam.shape, jnp.float32)
-    for i in range(1, _REMAINDER_STEPS + 1):
-        extra = extra + (v > cdf)
-        p = p * rest / i
-        cdf = cdf + p
-    return lo.astype(jnp.float32) + extra
+    def window_start(u, lam):  # flat index of the window's first entry
+        z = jax.scipy.special.ndtri(u)
+        row = jnp.floor(jnp.clip(lam, 0.0, EXACT_PHOTONS) / _STEP)
+        grid_lam = row * _STEP
+        guess = jnp.floor(grid_lam + z * jnp.sqrt(grid_lam) + (z * z - 1.0) / 6.0 + 0.5)
+        low = jnp.clip(guess - _WINDOW_BELOW, 0, _COUNTS - _WINDOW).astype(jnp.int32)
+        return row.astype(jnp.int32) * _COUNTS + low
+
+    def steps_in(u, start):  # entries below u: smallest k with cdf[k] >= u is start + it
+        table = jnp.asarray(_poisson_cdf_table())
+        return sum((table[start + t] < u).astype(jnp.int32) for t in range(_WINDOW - 1))
+
+    def position(u, start, steps):  # u's place inside its CDF step, uniform on [0, 1]
+        table = jnp.asarray(_poisson_cdf_table())
+        k = start + steps
+        upper = jnp.minimum(table[k], 1.0)
+        lower = jnp.where(k % _COUNTS > 0, table[jnp.maximum(k - 1, 0)], 0.0)
+        return jnp.clip((u - lower) / jnp.maximum(upper - lower, 1e-30), 0.0, 1.0)
+
+    def counts(lam, start, steps, v):
+        scaled = jnp.clip(lam, 0.0, EXACT_PHOTONS) / _STEP
+        rest = (scaled - jnp.floor(scaled)) * _STEP
+        p = jnp.exp(-rest)
+        cdf = p
+        extra = jnp.zeros(lam.shape, jnp.float32)
+        for i in range(1, _REMAINDER_STEPS + 1):
+            extra = extra + (v > cdf)
+            p = p * rest / i
+            cdf = cdf + p
+        return (start % _COUNTS + steps).astype(jnp.float32) + extra
+
+    start = _fusion.separately(window_start, u, lam)
+    steps = _fusion.separately(steps_in, u, start)
+    v = _fusion.separately(position, u, start, steps)
+    return _fusion.separately(counts, lam, start, steps, v)
 
 
 def shot_noise(key, image, strength):
@@ -132,11 +149,11 @@ def shot_noise(key, image, strength):
     photons = 1.0 / jnp.maximum(strength, 1e-6)
 
     def noisy(x):  # flat: the table search is heavy (see jaxrobust._fusion)
-        u = jax.random.uniform(key, x.shape, jnp.float32, 1e-7, 1.0)
+        u = _fusion.separately(
+            lambda x: jax.random.uniform(key, x.shape, jnp.float32, 1e-7, 1.0), x)
         lam = x * photons
-        z = jax.scipy.special.ndtri(u)
-        exact = _poisson(u, lam, z)
-        approx = jnp.maximum(jnp.round(lam + jnp.sqrt(lam) * z), 0.0)
+        exact = _poisson(u, lam)
+        approx = jnp.maximum(jnp.round(lam + jnp.sqrt(lam) * jax.scipy.special.ndtri(u)), 0.0)
         counts = jnp.where(photons <= EXACT_PHOTONS, exact, approx)
         return jnp.where(strength > 0, counts / photons, x)
 
