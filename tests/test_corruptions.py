@@ -1,5 +1,7 @@
 """Kernels against their references: OpenCV, scikit-image, and statistics."""
 
+import functools
+
 import cv2
 import jax
 import jax.numpy as jnp
@@ -103,6 +105,26 @@ def test_median_blur_vmap_over_images_and_radii(rng):
     for j, r in enumerate([0, 2, 7]):
         for i in range(3):
             np.testing.assert_array_equal(np.asarray(grid[j, i]), _skimage_median(images[i], r))
+
+
+def test_median_blur_small_float_radii_each_network_and_mixed(rng):
+    # footprints inside disk(0..3) go through networks of 1, 8, 16 or 32 inputs, the
+    # smallest that holds the whole batch (whatever the values): each alone, and
+    # batches that mix them
+    image = random_image(rng, (19, 23, 1), eight_bit=False)
+    radii = np.asarray([0.0, 0.6, 1.0, 1.4, 1.5, 2.0, 2.3, 2.5, 2.9, 3.0, 3.2, 3.5, 3.7],
+                       np.float32)
+    refs = {float(r): median(image[..., 0], disk(r), mode="nearest")[..., None] for r in radii}
+    small = functools.partial(median_blur, max_radius=4)  # a smaller program to compile
+    one = jax.jit(lambda x, r: small(KEY, x, r))
+    for r in radii:
+        np.testing.assert_array_equal(np.asarray(one(image, r)), refs[float(r)],
+                                      err_msg=f"radius={r}")
+    grid = jax.jit(jax.vmap(small, in_axes=(None, None, 0)))
+    for mix in ([0.0, 1.0, 0.0], [0.6, 1.5, 2.0], [1.0, 2.5, 3.0], [0.0, 3.5, 1.4]):
+        out = np.asarray(grid(KEY, image, jnp.asarray(mix, jnp.float32)))
+        for j, r in enumerate(mix):
+            np.testing.assert_array_equal(out[j], refs[float(np.float32(r))], err_msg=f"{mix}")
 
 
 # ---------------------------------------------------------------- gaussian_noise

@@ -20,7 +20,8 @@ footprint's pixel count) of each pixel's footprint on an edge-padded copy:
   leaving pixels (one scatter-add per step), and each step finds the median through
   16 coarse and 16 fine bins.
 * **Small footprints** (inside `disk(3)`) of any float plane go through a sorting
-  network.
+  network: the smallest of 1 (disk(0): the identity), 8, 16 or 32 inputs that holds
+  the batch's footprints.
 * **Any other float plane** is mapped to order-preserving integer codes (each value's
   index in the sorted plane), and the median code is found by a radix descent on a
   wavelet matrix of every padded row: at each bit the disk's rows are counted in
@@ -256,10 +257,11 @@ def _is_8bit(planes, codes, lut):
 # Small radii: a sorting network over the disk's pixels (any float values).
 # --------------------------------------------------------------------------------------
 
-#: Largest radius served by the sorting network: disk(3) has 29 pixels, sorted by a
-#: 32-input Batcher network (XLA drops the comparators the middle output does not need).
-_NETWORK_RADIUS = 3
-_NETWORK_SIZE = 32
+#: Sorting networks for small footprints, `(R, S)`: a footprint inside disk(R) goes
+#: through an S-input Batcher network over disk(R)'s pixels (1, 5, 13 and 29 of them);
+#: XLA drops the comparators the middle output does not need. The smallest that holds
+#: a batch's footprints runs: a whole disk(1) costs ~1/10 of the 32-input network.
+_NETWORKS = ((0, 1), (1, 8), (2, 16), (3, 32))
 
 
 def _batcher_pairs(n: int) -> list[tuple[int, int]]:
@@ -284,15 +286,16 @@ def _batcher_pairs(n: int) -> list[tuple[int, int]]:
     return list(sort(0, n - 1))
 
 
-def _network_planes(planes, rows):
-    """Exact medians of `(P, H, W)` float planes whose footprints lie inside disk(3).
+def _network_planes(planes, rows, radius: int, size: int):
+    """Exact medians of `(P, H, W)` float planes whose footprints lie inside
+    disk(`radius`), by a `size`-input network.
 
-    The 29 pixels of disk(3) are the network's inputs; of those outside a plane's
-    footprint and the 3 spare inputs, the first `16 - n // 2` become -inf and the rest
-    +inf, so that the rank-`n // 2` element of the `n` footprint pixels always lands at
-    sorted position 16.
+    disk(`radius`)'s pixels are the network's inputs; of those outside a plane's
+    footprint and the spare inputs, the first `size // 2 - n // 2` become -inf and the
+    rest +inf, so that the rank-`n // 2` element of the `n` footprint pixels always
+    lands at sorted position `size // 2`.
     """
-    R = _NETWORK_RADIUS
+    R = radius
     P, H, W = planes.shape
     E = (rows.shape[1] - 1) // 2
     left, right, inside, rank, _, _ = _footprint_stats(rows)
@@ -300,27 +303,28 @@ def _network_planes(planes, rows):
     offsets = [(dy, dx) for dy in range(-R, R + 1) for dx in range(-R, R + 1)
                if dy * dy + dx * dx <= R * R]
     member = [inside[:, E + dy] & (left[:, E + dy] <= dx) & (dx <= right[:, E + dy])
-              for dy, dx in offsets] + [jnp.zeros((P,), bool)] * (_NETWORK_SIZE - len(offsets))
-    member = jnp.stack(member, 1)  # (P, 32)
+              for dy, dx in offsets] + [jnp.zeros((P,), bool)] * (size - len(offsets))
+    member = jnp.stack(member, 1)  # (P, size)
     outside = jnp.cumsum(~member, axis=1) - 1  # index of each filler among the fillers
-    low = (~member) & (outside < (16 - rank)[:, None])
+    low = (~member) & (outside < (size // 2 - rank)[:, None])
     values = [p[:, R + dy: R + dy + H, R + dx: R + dx + W] for dy, dx in offsets]
-    values += [planes] * (_NETWORK_SIZE - len(offsets))
+    values += [planes] * (size - len(offsets))
     values = [jnp.where(member[:, t, None, None], v,
                         jnp.where(low[:, t, None, None], -jnp.inf, jnp.inf))
               for t, v in enumerate(values)]
-    for i, j in _batcher_pairs(_NETWORK_SIZE):
+    for i, j in _batcher_pairs(size):
         values[i], values[j] = jnp.minimum(values[i], values[j]), jnp.maximum(values[i], values[j])
-    return values[16]
+    return values[size // 2]
 
 
-def _fits_network(rows):
-    """Whether every footprint lies inside disk(3) (the sorting network's inputs)."""
+def _fits_network(rows, radius: int):
+    """Whether every footprint lies inside disk(`radius`) (a network's inputs)."""
     E = (rows.shape[-2] - 1) // 2
     dy = jnp.arange(-E, E + 1)
     left, right, inside, _, _, _ = _footprint_stats(rows)
-    room = jnp.where(jnp.abs(dy) <= _NETWORK_RADIUS,
-                     jnp.floor(jnp.sqrt(jnp.maximum(9 - dy * dy, 0).astype(jnp.float32))), -1)
+    room = jnp.where(jnp.abs(dy) <= radius,
+                     jnp.floor(jnp.sqrt(jnp.maximum(radius * radius - dy * dy, 0)
+                                        .astype(jnp.float32))), -1)
     room = jnp.broadcast_to(room, left.shape)
     ok = ~inside | ((-left <= room) & (right <= room))
     return jnp.all(ok)
@@ -388,15 +392,23 @@ def _median_general(planes, rows):
     return jnp.take_along_axis(ordered, med.reshape(B, -1), axis=1).reshape(B, H, W)
 
 
+def _median_by_value(planes, rows):
+    """Footprints beyond the networks: the 8-bit path where every plane's values are
+    8-bit levels, else the general one. The 8-bit codes are computed once, for the
+    test and for the 8-bit path."""
+    codes, lut = _codes_and_lut(planes)
+    return lax.cond(_is_8bit(planes, codes, lut), _median_8bit,
+                    lambda p, r, *_: _median_general(p, r), planes, rows, codes, lut)
+
+
 @jax.jit
 def _median_planes(planes, rows):
-    """Dispatches a flat batch of planes: network for small footprints, else by value kind.
-    The 8-bit codes are computed once, for the test and for the 8-bit path."""
-    codes, lut = _codes_and_lut(planes)
-    branches = [lambda p, r, *_: _median_general(p, r), _median_8bit,
-                lambda p, r, *_: _network_planes(p, r)]
-    which = jnp.where(_fits_network(rows), 2, _is_8bit(planes, codes, lut).astype(jnp.int32))
-    return lax.switch(which, branches, planes, rows, codes, lut)
+    """Dispatches a flat batch of planes: the smallest network that holds every
+    footprint (`_NETWORKS`), else by value kind (`_median_by_value`)."""
+    fits = jnp.stack([_fits_network(rows, R) for R, _ in _NETWORKS])
+    branches = [functools.partial(_network_planes, radius=R, size=S) for R, S in _NETWORKS]
+    which = jnp.where(jnp.any(fits), jnp.argmax(fits), len(_NETWORKS))
+    return lax.switch(which, branches + [_median_by_value], planes, rows)
 
 
 @functools.cache
