@@ -33,6 +33,28 @@ def test_study_head_and_full_size_parameter_counts():
     assert net.hidden.out_features == 1028 and net.logits.out_features == 10
 
 
+def test_kernel_init_equals_flax_lecun_normal(rng):
+    # Flax's default kernel initializer, drawn flat in shared buckets: the same values
+    # as the stock initializer, for conv, depthwise, 1x1 and dense kernels (fresh keys,
+    # sizes inside the smallest bucket, at its edge and past it).
+    from flax import nnx
+
+    from jaxrobust.models.init import MIN_BUCKET, lecun_normal
+
+    ours, stock = lecun_normal(), nnx.initializers.lecun_normal()
+    shapes = [(3, 3, 5, 7), (3, 3, 1, 11), (1, 1, 13, 6), (37, 19), (MIN_BUCKET // 8, 8),
+              (3, 3, 45, 13), (2, 3, 4, 5, 6)]
+    for shape in shapes:
+        key = jax.random.key(int(rng.integers(2**31)))
+        got, want = ours(key, shape), stock(key, shape)
+        assert got.shape == shape and got.dtype == want.dtype
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    abstract = jax.eval_shape(lambda k: ours(k, (3, 3, 2, 4)), jax.random.key(0))
+    assert abstract.shape == (3, 3, 2, 4)
+    with pytest.raises(ValueError, match="at least 2 axes"):
+        ours(jax.random.key(0), (5,))
+
+
 def test_bad_model_input():
     apply_fn, params = models.pure(models.backbone("small_cnn", in_channels=1))
     with pytest.raises(ValueError, match=r"\(N, H, W, C\)"):

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxrobust.models.layers import dense
 from jaxrobust.models.preprocess import preprocess
 
 
@@ -25,8 +26,8 @@ class Classifier(nnx.Module):
         self.backbone = backbone
         self.preprocess = preprocess  # Keras' preprocess_input mode, applied first
         flat = feature_shape[0] * feature_shape[1] * feature_shape[2]
-        self.hidden = nnx.Linear(flat, hidden, rngs=rngs)
-        self.logits = nnx.Linear(hidden, num_classes, rngs=rngs)
+        self.hidden = dense(flat, hidden, rngs=rngs)
+        self.logits = dense(hidden, num_classes, rngs=rngs)
         self.num_classes = num_classes
 
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -11,10 +11,25 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxrobust._fusion import separately
+from jaxrobust.models.init import lecun_normal
+
+#: Flax's default kernel initializer, drawn with a few compiled programs per model
+#: (`jaxrobust.models.init`: the same values).
+KERNEL_INIT = lecun_normal()
 
 #: Keras' BatchNormalization defaults (Flax's epsilon is 1e-5).
 BN_EPSILON = 1e-3
 BN_MOMENTUM = 0.99
+
+
+def conv(in_features: int, out_features: int, kernel_size, **kwargs) -> nnx.Conv:
+    """`nnx.Conv(in_features, out_features, kernel_size, **kwargs)` with `KERNEL_INIT`."""
+    return nnx.Conv(in_features, out_features, kernel_size, kernel_init=KERNEL_INIT, **kwargs)
+
+
+def dense(in_features: int, out_features: int, **kwargs) -> nnx.Linear:
+    """`nnx.Linear(in_features, out_features, **kwargs)` with `KERNEL_INIT`."""
+    return nnx.Linear(in_features, out_features, kernel_init=KERNEL_INIT, **kwargs)
 
 
 def batch_norm(features: int, rngs: nnx.Rngs, momentum: float = BN_MOMENTUM) -> nnx.BatchNorm:
@@ -31,9 +46,9 @@ class SeparableConv(nnx.Module):
 
     def __init__(self, in_features: int, out_features: int, *, kernel_size=(3, 3),
                  padding="SAME", use_bias=False, rngs: nnx.Rngs):
-        self.depthwise = nnx.Conv(in_features, in_features, kernel_size, padding=padding,
+        self.depthwise = conv(in_features, in_features, kernel_size, padding=padding,
                                   feature_group_count=in_features, use_bias=False, rngs=rngs)
-        self.pointwise = nnx.Conv(in_features, out_features, (1, 1), use_bias=use_bias,
+        self.pointwise = conv(in_features, out_features, (1, 1), use_bias=use_bias,
                                   rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:

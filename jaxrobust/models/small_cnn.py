@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from jaxrobust.models.layers import check_input, conv_relu_pool, max_pool
+from jaxrobust.models.layers import check_input, conv, conv_relu_pool, max_pool
 
 
 class SmallCNN(nnx.Module):
@@ -16,8 +16,8 @@ class SmallCNN(nnx.Module):
         del bn_momentum  # no batch norm in this network
         self.in_channels = in_channels
         c1, c2 = max(1, round(32 * width)), max(1, round(64 * width))
-        self.conv1 = nnx.Conv(in_channels, c1, (3, 3), padding="SAME", rngs=rngs)
-        self.conv2 = nnx.Conv(c1, c2, (3, 3), padding="SAME", rngs=rngs)
+        self.conv1 = conv(in_channels, c1, (3, 3), padding="SAME", rngs=rngs)
+        self.conv2 = conv(c1, c2, (3, 3), padding="SAME", rngs=rngs)
         self.out_features = c2
 
     def __call__(self, x: jax.Array) -> jax.Array:

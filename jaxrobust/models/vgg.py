@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from jaxrobust.models.layers import check_input, max_pool
+from jaxrobust.models.layers import check_input, conv, max_pool
 
 #: (filters, convs) of the five VGG16 blocks.
 VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
@@ -27,7 +27,7 @@ class VGG16(nnx.Module):
         for b, (filters, count) in enumerate(VGG16_BLOCKS, start=1):
             out = max(1, round(filters * width))
             for c in range(1, count + 1):
-                convs.append(nnx.Conv(features, out, (3, 3), padding="SAME", rngs=rngs))
+                convs.append(conv(features, out, (3, 3), padding="SAME", rngs=rngs))
                 names.append(f"block{b}_conv{c}")
                 features = out
         self.convs = nnx.List(convs)

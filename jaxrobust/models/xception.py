@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from jaxrobust.models.layers import SeparableConv, check_input, max_pool
+from jaxrobust.models.layers import SeparableConv, check_input, conv, max_pool
 from jaxrobust.models.layers import batch_norm as _batch_norm
 
 
@@ -41,10 +41,10 @@ class Xception(nnx.Module):
             order.append((name, module))
             return module
 
-        self.conv1 = add("block1_conv1", nnx.Conv(in_channels, n(32), (3, 3), strides=(2, 2),
+        self.conv1 = add("block1_conv1", conv(in_channels, n(32), (3, 3), strides=(2, 2),
                                                   padding="VALID", use_bias=False, rngs=rngs))
         self.bn1 = add("block1_conv1_bn", batch_norm(n(32), rngs))
-        self.conv2 = add("block1_conv2", nnx.Conv(n(32), n(64), (3, 3), padding="VALID",
+        self.conv2 = add("block1_conv2", conv(n(32), n(64), (3, 3), padding="VALID",
                                                   use_bias=False, rngs=rngs))
         self.bn2 = add("block1_conv2_bn", batch_norm(n(64), rngs))
 
@@ -53,7 +53,7 @@ class Xception(nnx.Module):
                     add(f"block{b}_sepconv1_bn", batch_norm(c_mid, rngs)),
                     add(f"block{b}_sepconv2", SeparableConv(c_mid, c_out, rngs=rngs)),
                     add(f"block{b}_sepconv2_bn", batch_norm(c_out, rngs))]
-            res = [add(f"block{b}_residual", nnx.Conv(c_in, c_out, (1, 1), strides=(2, 2),
+            res = [add(f"block{b}_residual", conv(c_in, c_out, (1, 1), strides=(2, 2),
                                                      padding="SAME", use_bias=False, rngs=rngs)),
                    add(f"block{b}_residual_bn", batch_norm(c_out, rngs))]
             return nnx.List([nnx.List(seps), nnx.List(res)])

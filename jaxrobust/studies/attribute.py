@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 
@@ -51,13 +52,15 @@ def run(config, checkpoint: str, out_dir: str, *, method: str = "ig", steps: int
                          f"are {list(task.images.shape[1:])}; set data.image_size to match.")
     idx = np.linspace(0, len(task.images) - 1, min(n, len(task.images))).astype(int)
     images, labels = task.images[idx], task.labels[idx]
-    targets = np.asarray(jnp.argmax(apply_fn(params, jnp.asarray(images)), -1))
-    explain = {  # (key of the group, images, targets) -> maps
+    targets = np.asarray(jnp.argmax(jax.jit(apply_fn)(params, jnp.asarray(images)), -1))
+    explain = {  # (key of the group, images, targets) -> maps; compiled (op by op, a
+        # network's forward and backward passes take seconds per call)
         "ig": lambda k, x, t: attribution.integrated_gradients(
             apply_fn, params, x, t, steps=steps, devices=jax.local_device_count()),
-        "smoothgrad": lambda k, x, t: attribution.smoothgrad(k, apply_fn, params, x, t,
-                                                            absolute=True),
-        "saliency": lambda k, x, t: attribution.saliency(apply_fn, params, x, t)}[method]
+        "smoothgrad": functools.partial(jax.jit(lambda p, k, x, t: attribution.smoothgrad(
+            k, apply_fn, p, x, t, absolute=True)), params),
+        "saliency": functools.partial(jax.jit(lambda p, k, x, t: attribution.saliency(
+            apply_fn, p, x, t)), params)}[method]
     group = 8  # images per call: one program for every group, a bar over the groups
     base = _prng.stream(config.seed, "attribute")
     maps = []
