@@ -152,6 +152,21 @@ def test_console_script_exits_non_zero_on_bad_arguments():
     assert "unrecognized arguments: --no-such-option" in proc.stderr
 
 
+def test_compiled_programs_are_kept_in_the_user_cache_unless_told_not_to(tmp_path):
+    # The console command keeps XLA programs in $XDG_CACHE_HOME/jaxrobust/xla (JAX's
+    # persistent compilation cache) for the next run; --no-compile-cache keeps none.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    argv = [sys.executable, "-m", "jaxrobust.cli", "corruptions", "--gallery", "sample",
+            "--corruptions", "fog", "--severities", "3", "--size", "32", "-q"]
+    for flag, home in (([], "kept"), (["--no-compile-cache"], "none")):
+        env["XDG_CACHE_HOME"] = str(tmp_path / home)
+        done = subprocess.run([*argv, *flag, "--out", str(tmp_path / f"{home}.png")],
+                              env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    assert os.listdir(tmp_path / "kept" / "jaxrobust" / "xla")
+    assert not (tmp_path / "none" / "jaxrobust").exists()
+
+
 def test_corruptions_gallery(tmp_path, capsys):
     from skimage import io
 
