@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 
@@ -125,17 +126,28 @@ def pure(module: nnx.Module, *, train: bool = False):
     `params` is the module's whole state (parameters and batch-norm statistics), a
     pytree of arrays. In eval mode (the default) batch norm uses its running
     statistics, so `apply_fn` is a pure function that `jit`, `vmap` and `grad` take.
+    Modules of the same architecture and mode get the same `apply_fn` object, so a
+    jitted call of it compiles once.
     """
     if train:
         module.train()
     else:
         module.eval()
     graphdef, params = nnx.split(module)
+    return _apply_fn(graphdef), params
+
+
+@functools.lru_cache(maxsize=64)
+def _apply_fn(graphdef) -> Callable:
+    """One apply function per graph definition (graph definitions compare by
+    structure): `pure` on the same architecture, for instance after every training
+    epoch, returns the same function object, so `jax.jit` of it finds its compiled
+    program instead of tracing and compiling the network again."""
 
     def apply_fn(params, images):
         return nnx.merge(graphdef, params)(images)
 
-    return apply_fn, params
+    return apply_fn
 
 
 def count_params(params) -> int:
