@@ -116,6 +116,12 @@ def test_task_is_balanced_reproducible_and_labelled(rng):
     assert two.class_names == ("original", "median_blur", "gaussian_noise")
     train_idx, test_idx = data.split(10, test_fraction=0.3, seed=0)
     assert len(test_idx) == 3 and not set(train_idx) & set(test_idx)
+    # the rotations: jax.random.randint's values, drawn at a shared length and cut
+    from jaxrobust.data.task import _quarter_turns
+
+    for n in (1, 8, int(rng.integers(2, 3000))):
+        key = jax.random.key(int(rng.integers(2**31)))
+        np.testing.assert_array_equal(_quarter_turns(key, n), jax.random.randint(key, (n,), 0, 4))
 
 
 def test_config_files_overrides_and_errors(tmp_path):

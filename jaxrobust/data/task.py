@@ -58,6 +58,20 @@ def _ssim_program(clean, corrupted):
 CHUNK = 32  # images per corrupting call: every set size shares one compiled program
 
 
+@jax.jit
+def _rotate(images, turns):
+    """Image `i` of `images (N, H, W, C)` rotated by `turns[i]` quarter turns."""
+    return jax.vmap(lambda im, t: jax.lax.switch(
+        t, [functools.partial(jnp.rot90, k=k, axes=(0, 1)) for k in range(4)], im))(images, turns)
+
+
+def _quarter_turns(key, n: int):
+    """`jax.random.randint(key, (n,), 0, 4)`, drawn at a power-of-two length (at least
+    1024) and cut: the same values (Threefry numbers draws by position), one compiled
+    draw for every set size (`randint` takes ~2 s to compile on CPU)."""
+    return jax.random.randint(key, (max(1024, 1 << (n - 1).bit_length()),), 0, 4)[:n]
+
+
 def _in_chunks(program, keys, images, levels):
     """`program` over `CHUNK` images at a time, the last chunk padded with copies of its
     first image, so that a training set and a test set of any size reuse one compiled
@@ -112,9 +126,7 @@ def corruption_task(key: jax.Array, images, *, corruptions: tuple[str, ...] = DE
                             progress=progress, leave=False)
     for c, name in enumerate(classes):
         k_rot, k_level, k_apply = jax.random.split(jax.random.fold_in(key, c), 3)
-        turns = jax.random.randint(k_rot, (n,), 0, 4)
-        rotated = jax.vmap(lambda im, t: jax.lax.switch(
-            t, [lambda x, k=k: jnp.rot90(x, k, axes=(0, 1)) for k in range(4)], im))(images, turns)
+        rotated = _rotate(images, _quarter_turns(k_rot, n))
         if name == ORIGINAL:
             out_images.append(rotated)
             out_levels.append(jnp.zeros((n,)))
