@@ -50,10 +50,11 @@ def test_wheel_installs_and_runs_the_main_job_from_an_empty_folder(tmp_path):
     out = tmp_path / "run"
     # The shipped demo config, shrunk; two corruptions whose programs compile quickly
     # (the median's compile is the long one, and the in-process main-job test covers it).
-    _run([exe, "run", "--quiet", "--set", "data.n_images=12", "--set", "data.image_size=24",
-          "--set", "train.epochs=1", "--set", "models=[{name: small_cnn, width: 0.25, "
-          "hidden: 8}]", "--corruptions", "scale_up", "gaussian_noise", "--out", str(out)],
-         cwd=empty, env=env)
+    done = _run([exe, "run", "--quiet", "--set", "data.n_images=12", "--set",
+                 "data.image_size=24", "--set", "train.epochs=1", "--set",
+                 "models=[{name: small_cnn, width: 0.25, hidden: 8}]", "--corruptions",
+                 "scale_up", "gaussian_noise", "--out", str(out)], cwd=empty, env=env)
+    assert done.stdout == "" and done.stderr == ""  # --quiet: no log lines, no warnings
     for name in ("report.html", "results.csv", "summary.json"):
         assert (out / name).stat().st_size > 0, name
     assert os.listdir(empty) == []  # nothing written to the working folder
