@@ -344,6 +344,7 @@ def run(config, out_dir: str, *, log: Callable[[str], None] = print,
     drift = drift_table(_prng.stream(config.seed, "drift"), classifiers, class_names,
                         ds.images[test_idx], table, progress=progress, log=log,
                         cells_dir=os.path.join(out_dir, "drift_cells"))
+    log("report: clean-test predictions, figures and saliency maps")
     summary["_run"] = {"seconds": time.perf_counter() - start, "devices": str(jax.devices()),
                        "test_accuracy": {n: r.history[-1]["test_accuracy"]
                                          for n, r in trained.items() if r.history}}
