@@ -47,9 +47,9 @@ class SeparableConv(nnx.Module):
     def __init__(self, in_features: int, out_features: int, *, kernel_size=(3, 3),
                  padding="SAME", use_bias=False, rngs: nnx.Rngs):
         self.depthwise = conv(in_features, in_features, kernel_size, padding=padding,
-                                  feature_group_count=in_features, use_bias=False, rngs=rngs)
+                              feature_group_count=in_features, use_bias=False, rngs=rngs)
         self.pointwise = conv(in_features, out_features, (1, 1), use_bias=use_bias,
-                                  rngs=rngs)
+                              rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.pointwise(self.depthwise(x))

@@ -42,10 +42,10 @@ class Xception(nnx.Module):
             return module
 
         self.conv1 = add("block1_conv1", conv(in_channels, n(32), (3, 3), strides=(2, 2),
-                                                  padding="VALID", use_bias=False, rngs=rngs))
+                                              padding="VALID", use_bias=False, rngs=rngs))
         self.bn1 = add("block1_conv1_bn", batch_norm(n(32), rngs))
         self.conv2 = add("block1_conv2", conv(n(32), n(64), (3, 3), padding="VALID",
-                                                  use_bias=False, rngs=rngs))
+                                              use_bias=False, rngs=rngs))
         self.bn2 = add("block1_conv2_bn", batch_norm(n(64), rngs))
 
         def strided_block(b, c_in, c_mid, c_out):
@@ -54,7 +54,7 @@ class Xception(nnx.Module):
                     add(f"block{b}_sepconv2", SeparableConv(c_mid, c_out, rngs=rngs)),
                     add(f"block{b}_sepconv2_bn", batch_norm(c_out, rngs))]
             res = [add(f"block{b}_residual", conv(c_in, c_out, (1, 1), strides=(2, 2),
-                                                     padding="SAME", use_bias=False, rngs=rngs)),
+                                                  padding="SAME", use_bias=False, rngs=rngs)),
                    add(f"block{b}_residual_bn", batch_norm(c_out, rngs))]
             return nnx.List([nnx.List(seps), nnx.List(res)])
 
