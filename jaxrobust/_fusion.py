@@ -17,7 +17,9 @@ under `vmap` (the predicate is never batched), `jit` and `grad` (derivatives are
 of `fn` itself, unseparated).
 
 Only XLA's CPU backend needs this: when the default backend is not CPU, `separately`
-is a plain call of `fn` (GPU and TPU fusions tile over the whole output anyway).
+is a plain call of `fn` (GPU and TPU fusions tile over the whole output anyway). So it
+is when called eagerly, on concrete arrays: there is no fusion to keep apart, and an
+eager `lax.cond` of a fresh closure would compile anew at every call.
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ def separately(fn, *args):
     loops, over its own output shapes). `fn` returns an array or a pytree of them.
 
     Differentiable: derivatives are `fn`'s own (`jax.jvp(fn)`, and reverse mode by
-    transposing it), computed without the separation. Off CPU: `fn(*args)`."""
-    if jax.default_backend() != "cpu":
-        return fn(*args)
+    transposing it), computed without the separation. Off CPU, or outside any
+    transformation (no argument is a tracer): `fn(*args)`."""
+    if jax.default_backend() != "cpu" or not any(
+            isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(args)):
+        return fn(*args)  # off CPU, or called eagerly: nothing to separate from
 
     @jax.custom_jvp
     def run(*args):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -230,6 +231,7 @@ def bilinear_sample(image, ys, xs, mode: str):
     return top * (1 - fy) + bottom * fy
 
 
+@functools.partial(jax.jit, static_argnames="max_radius")  # eager calls: compiled once
 def motion_blur_image(image, radius, sigma, angle_deg, max_radius: int):
     """ImageNet-C's `_motion_blur`: a one-sided Gaussian-weighted streak at `angle_deg`.
 

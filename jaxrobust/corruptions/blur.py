@@ -230,6 +230,26 @@ def _published_zoom_geometry(H: int, W: int, table: str) -> np.ndarray:
     return out
 
 
+@jax.jit  # eager calls: compiled once per shape, not at every call
+def _zoom_sum(x, step, count, published, row):
+    """`x + sum_k clipped_zoom(x, 1 + k step)` over the zooms `k < count`; `row`
+    `(zooms, 2, 3)` the published geometry of each zoom, used where `published`."""
+    H, W = x.shape[:2]
+
+    def add(acc, args):
+        k, fixed = args
+        zoom = 1.0 + k * step
+        geometry = [tuple(jnp.where(published, fixed[a], jnp.stack(_ops.zoom_geometry(n, zoom))))
+                    for a, n in enumerate((H, W))]
+        zoomed = _ops.clipped_zoom(x, zoom, geometry, pairs=pairs)
+        return acc + jnp.where(k < count, zoomed, 0.0), None
+
+    pairs = _ops.column_pairs(x)  # read by every zoom
+    ks = jnp.arange(row.shape[0], dtype=jnp.float32)
+    total, _ = jax.lax.scan(add, x, (ks, row))
+    return total
+
+
 def zoom_blur(key, image, severity, *, table: str = tables.DEFAULT):
     """ImageNet-C's `zoom_blur`: the mean of the image and its centred zooms.
 
@@ -248,7 +268,7 @@ def zoom_blur(key, image, severity, *, table: str = tables.DEFAULT):
     del key
     image, x, severity, ok = _ops.start(image, severity, "zoom_blur")
     H, W = x.shape[:2]
-    rows, max_zooms = zoom_table(tables.check(table))
+    rows, _ = zoom_table(tables.check(table))
     largest, step = _ops.table_params(rows, jnp.maximum(severity, 1.0) - 1.0)
     count = _zoom_count(largest, step)
     # At the published severities the crop geometry comes from the host, in float64
@@ -256,17 +276,5 @@ def zoom_blur(key, image, severity, *, table: str = tables.DEFAULT):
     exact = jnp.asarray(_published_zoom_geometry(H, W, table))  # (5, zooms, 2 axes, 3)
     published = (severity >= 1) & (severity == jnp.round(severity))
     row = exact[jnp.clip(jnp.round(severity).astype(jnp.int32) - 1, 0, 4)]
-
-    def add(acc, args):
-        k, fixed = args
-        zoom = 1.0 + k * step
-        geometry = [tuple(jnp.where(published, fixed[a], jnp.stack(_ops.zoom_geometry(n, zoom))))
-                    for a, n in enumerate((H, W))]
-        zoomed = _ops.clipped_zoom(x, zoom, geometry, pairs=pairs)
-        return acc + jnp.where(k < count, zoomed, 0.0), None
-
-    pairs = _ops.column_pairs(x)  # read by every zoom
-    ks = jnp.arange(max_zooms, dtype=jnp.float32)
-    total, _ = jax.lax.scan(add, x, (ks, row))
-    out = total / (count + 1.0)
+    out = _zoom_sum(x, step, count, published, row) / (count + 1.0)
     return _ops.finish(_ops.blend_below_one(x, out, severity), ok, image)

@@ -262,7 +262,7 @@ def _pixelate_batched(channels: int, up: str, dtype):
         out = out.reshape((B, axis_size, R) + out.shape[2:])
         return jnp.moveaxis(out, 1, 0), True
 
-    return pix
+    return jax.jit(pix)  # eager calls: compiled once per shape, not at every call
 
 
 def pixelate(key, image, factor, *, table: str = tables.DEFAULT):

@@ -11,6 +11,8 @@ the gray version of the coloured layers.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -180,6 +182,7 @@ def fog(key, image, severity, *, table: str = tables.DEFAULT):
     return _ops.finish(_ops.blend_below_one(x, out, severity), ok, image)
 
 
+@functools.partial(jax.jit, static_argnames="limit")  # eager calls: compiled once
 def _distance_to(mask, limit: int):
     """Euclidean distance of every pixel to the nearest True of `mask`, capped at `limit`.
 
