@@ -34,10 +34,12 @@ def plasma_fractal(key, map_size: int, decay):
     """
     if map_size & (map_size - 1):
         raise ValueError(f"plasma_fractal: map_size must be a power of two, got {map_size}.")
-    # every level's noise in one draw (one generator in the program, not three per level)
+    # every level's noise in one draw (one generator in the program, not three per level),
+    # compiled apart: fused into each of its slices' consumers, the unrolled Threefry
+    # (`cpu.enable_fast_random`) was copied into every one (frost at 224: 12 s compile)
     sizes = [(map_size // s) ** 2 for s in (map_size >> i for i in range(
         map_size.bit_length() - 1))]
-    noise = iter(jnp.split(jax.random.uniform(key, (3 * sum(sizes),), jnp.float32, -1.0, 1.0),
+    noise = iter(jnp.split(_prng.uniform(key, (3 * sum(sizes),), jnp.float32, -1.0, 1.0),
                            np.cumsum([n for n in sizes for _ in range(3)])[:-1]))
     # The map at the current step, kept dense: `grid[i, j]` is the reference's
     # `m[i * step, j * step]`. Each level computes the squares' centres and the two
