@@ -67,7 +67,7 @@ def _rotate(images, turns):
 
 def _quarter_turns(key, n: int):
     """`jax.random.randint(key, (n,), 0, 4)`, drawn at a power-of-two length (at least
-    1024) and cut: the same values (Threefry numbers draws by position), one compiled
+    1024) and cut: the same values (Threefry numbers its draws by position), one compiled
     draw for every set size (`randint` takes ~2 s to compile on CPU)."""
     return jax.random.randint(key, (max(1024, 1 << (n - 1).bit_length()),), 0, 4)[:n]
 
