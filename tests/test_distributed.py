@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import xla_flags
 from sweep_files import SLOW_SAVES, cells, results, same
 
 SCRIPT = textwrap.dedent("""
@@ -69,7 +70,7 @@ def _port() -> int:
 
 
 def _start(out, n, pid, port, delay=0.0, ig=False):
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    env = {**os.environ, "XLA_FLAGS": xla_flags(1)}
     return subprocess.Popen([sys.executable, "-c", SCRIPT, str(pid), str(n), str(port),
                              str(out), str(delay), "1" if ig else "0"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -178,7 +179,7 @@ def test_the_sweep_command_on_two_processes_streams_and_writes_once(tmp_path):
             [sys.executable, "-c", "from jaxrobust import cli; raise SystemExit(cli.main())",
              *args, "--out", str(out), *extra], stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"})
+            env={**os.environ, "XLA_FLAGS": xla_flags(1)})
 
     port = _port()
     procs = [start(tmp_path / "two", "--coordinator", f"127.0.0.1:{port}",

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 
+from conftest import xla_flags
 from sweep_files import SLOW_SAVES, cells, results, same
 
 SCRIPT = textwrap.dedent("""
@@ -33,7 +34,7 @@ CELLS = 3 * 6  # corruptions x chunks of 2 images
 
 def _start(out, *, delay=0.0, devices=1):
     env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["XLA_FLAGS"] = xla_flags(devices)
     return subprocess.Popen([sys.executable, "-c", SCRIPT, str(out), str(delay)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

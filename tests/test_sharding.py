@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import xla_flags
 
 from jaxrobust.sharding import local_mesh, shard_batch
 
@@ -54,7 +55,7 @@ SCRIPT = textwrap.dedent("""
 
 def _start(tmp_path, devices):
     env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["XLA_FLAGS"] = xla_flags(devices)
     path = tmp_path / f"out{devices}.npz"
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(path)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
