@@ -32,9 +32,9 @@ SCRIPT = textwrap.dedent("""
 CELLS = 3 * 6  # corruptions x chunks of 2 images
 
 
-def _start(out, *, delay=0.0, devices=1):
+def _start(out, *, delay=0.0, devices=1, optimised=False):
     env = dict(os.environ)
-    env["XLA_FLAGS"] = xla_flags(devices)
+    env["XLA_FLAGS"] = xla_flags(devices, optimised=optimised)
     return subprocess.Popen([sys.executable, "-c", SCRIPT, str(out), str(delay)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -46,7 +46,9 @@ def _finish(proc):
 
 
 def test_four_devices_equal_one(tmp_path):
-    one, four = _start(tmp_path / "one"), _start(tmp_path / "four", devices=4)
+    # compiled as a user's run (not the suite's -O0): the bits must agree there
+    one = _start(tmp_path / "one", optimised=True)
+    four = _start(tmp_path / "four", devices=4, optimised=True)
     assert "devices 1" in _finish(one)
     assert "devices 4" in _finish(four)
     same(results(tmp_path / "one"), results(tmp_path / "four"))
