@@ -16,7 +16,7 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 os.environ.setdefault("KERAS_BACKEND", "jax")
 # Tests run small shapes, where LLVM's optimisation of XLA's CPU code costs far more than
 # it saves: compile at -O0. From an empty cache the suite took 13.1-14.5 min at the
-# default level, 10.8-11.6 at -O0. The level only changes LLVM's code generation (XLA's
+# default level, 10.8-11.7 at -O0. The level only changes LLVM's code generation (XLA's
 # fusion and layout decisions, and the convolution libraries, are the same): integer
 # kernels (median, JPEG, pixelate) give the same bits, float kernels may differ in the
 # last bit (contracted multiply-adds), within every test's tolerance against its
