@@ -84,9 +84,9 @@ def _poisson(u, lam):
     search on `u`'s position inside the chosen CDF step, which is uniform and
     independent of the step (so one uniform draw serves both). The table does not
     depend on the call, so its reads are gathers from a constant: the window is read
-    as one contiguous 16-entry slice per value (XLA copies it as a block, where 15
-    single-entry gathers each ran as a scalar loop: 3x faster), the step's ends by
-    two single reads.
+    as one contiguous 16-entry slice per value (XLA's CPU loops copy a slice as a
+    block, and run single-entry gathers as scalar loops), the step's ends by two
+    single reads.
 
     Four passes, each compiled apart (`_fusion.separately`): XLA's CPU loops run
     scalar wherever they gather, so the table's reads get passes of their own and the
