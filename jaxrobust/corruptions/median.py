@@ -225,9 +225,8 @@ def _median_8bit(planes, rows, codes, lut):
     The sliding histogram runs at the smallest static reach that holds every plane's
     footprint: the buckets 5, 10, or the full reach, the largest whole radius plus one
     (the float radii whose disk is even-sized reach one pixel further on one side).
-    Each bucket is a copy of the filter to compile; a bucket at the largest whole
-    radius alone saved ~5 % of the time at radii 11-19 and cost ~20 % of the
-    compile.
+    Each bucket is a copy of the filter to compile, so there are few
+    (docs/architecture.md has the trade measured).
     """
     E = (rows.shape[1] - 1) // 2
     buckets = [b for b in _BUCKETS if b < E] + [E]
