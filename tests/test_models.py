@@ -16,6 +16,14 @@ SHAPES = {"vgg16": (32, 32, 3), "xception": (71, 71, 3)}
 COUNTS = {"vgg16": 14_714_688, "xception": 20_861_480}
 
 
+def _predict(model, x):
+    """`model(x, training=False)` as Keras' `predict` runs it: one compiled program
+    (called eagerly, Keras runs op by op, and each op compiles apart: ~4x slower for
+    Xception from an empty cache)."""
+    with jax.numpy_rank_promotion("allow"):  # Keras' Dense broadcasts its bias
+        return np.asarray(model.predict(x, verbose=0))
+
+
 def _keras_model(name, rng, shape=None):
     build = {"vgg16": keras.applications.VGG16, "xception": keras.applications.Xception}[name]
     model = build(include_top=False, weights=None, input_shape=shape or SHAPES[name])
@@ -52,7 +60,7 @@ def test_features_match_keras(tmp_path, rng, name, legacy):
     apply_fn, params = models.load_keras_weights(name, path, input_shape=SHAPES[name])
     assert models.count_params(params) == COUNTS[name]
     x = rng.random((2, *SHAPES[name]), dtype=np.float32)
-    ref = np.asarray(model(x, training=False))
+    ref = _predict(model, x)
     ours = np.asarray(jax.jit(apply_fn)(params, x))
     assert ours.shape == ref.shape
     scale = np.abs(ref).max()
@@ -61,7 +69,7 @@ def test_features_match_keras(tmp_path, rng, name, legacy):
     gray = x[..., :1]
     np.testing.assert_allclose(
         np.asarray(apply_fn(params, gray)),
-        np.asarray(model(np.repeat(gray, 3, -1), training=False)), rtol=1e-4, atol=1e-4 * scale)
+        _predict(model, np.repeat(gray, 3, -1)), rtol=1e-4, atol=1e-4 * scale)
 
 
 def test_wrong_architecture_file_is_rejected(tmp_path, rng):
@@ -128,7 +136,7 @@ def test_keras_notop_weights_initialise_a_frozen_backbone(tmp_path, rng):
     assert len(ours) == len(jax.tree.leaves(ref))
     for a, b in zip(ours, jax.tree.leaves(ref), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    feats = np.asarray(keras_net(x[:2], training=False))
+    feats = _predict(keras_net, x[:2])
     net = models.backbone("vgg16", in_channels=3)
     apply_fn, params = models.pure(net)
     params = jax.tree.map(lambda _, v: v, params, result.params["backbone"])
@@ -182,8 +190,7 @@ def test_export_round_trips_through_keras(tmp_path, rng, name):
                             keras.layers.Dense(3)])
     seq.load_weights(path)
     assert seq.count_params() == models.count_params(ours)
-    with jax.numpy_rank_promotion("allow"):  # Keras' Dense broadcasts its bias
-        got = np.asarray(seq(x, training=False))
+    got = _predict(seq, x)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
     # the backbone alone loads into keras.applications, and back into jaxrobust
     bb = models.save_keras_weights(clf.backbone, str(tmp_path / "notop.h5"))
@@ -191,7 +198,7 @@ def test_export_round_trips_through_keras(tmp_path, rng, name):
     keras_bb.load_weights(bb)
     fa, fp = models.pure(clf.backbone)
     feats = np.asarray(fa(fp, x))
-    np.testing.assert_allclose(np.asarray(keras_bb(x, training=False)), feats, rtol=1e-4,
+    np.testing.assert_allclose(_predict(keras_bb, x), feats, rtol=1e-4,
                                atol=1e-4 * np.abs(feats).max())
     again_fn, again = models.load_keras_weights(name, bb, input_shape=shape)
     np.testing.assert_array_equal(np.asarray(again_fn(again, x)), feats)
@@ -209,8 +216,7 @@ def test_saved_study_classifier_loads_and_predicts_as_keras(tmp_path, rng, name)
                               keras.layers.Dense(16, activation="relu"),
                               keras.layers.Dense(4, activation="softmax")])
     x = rng.random((2, *shape), dtype=np.float32)
-    with jax.numpy_rank_promotion("allow"):
-        want = np.asarray(study.predict(x, verbose=0))
+    want = _predict(study, x)
     for file in ("study.keras", "study.h5"):
         study.save(str(tmp_path / file))
         apply_fn, params, info = models.load_keras_model(str(tmp_path / file))
@@ -261,8 +267,7 @@ def _functional_graph(rng):
 def test_functional_graph_loads_and_predicts_as_keras(tmp_path, rng):
     model = _functional_graph(rng)
     x = (255 * rng.random((3, 20, 18, 3))).astype(np.float32)
-    with jax.numpy_rank_promotion("allow"):
-        want = np.asarray(model.predict(x, verbose=0))
+    want = _predict(model, x)
     for file in ("graph.keras", "graph.h5"):
         model.save(str(tmp_path / file))
         apply_fn, params, info = models.load_keras_model(str(tmp_path / file))
