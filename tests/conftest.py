@@ -14,17 +14,22 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 # Keras 3 on JAX, without TensorFlow, for every test file whatever runs first (a file
 # that imports keras before another sets this would skip its Keras tests)
 os.environ.setdefault("KERAS_BACKEND", "jax")
-# Tests run small shapes, where LLVM's optimisation of XLA's CPU code costs far more than
-# it saves: compile at -O0. From an empty cache the suite took 13.1-14.5 min at the
-# default level, 10.8-11.7 at -O0. The level only changes LLVM's code generation (XLA's
-# fusion and layout decisions, and the convolution libraries, are the same): integer
-# kernels (median, JPEG, pixelate) give the same bits, float kernels may differ in the
-# last bit (contracted multiply-adds), within every test's tolerance against its
-# reference. The device-count tests (test_sharding, test_resume) run their
-# subprocesses at the default level, as users run (`xla_flags(..., optimised=True)`).
-if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                               + " --xla_backend_optimization_level=0").strip()
+# Tests run small shapes, where XLA's CPU code generation costs more than the code
+# saves: they compile at LLVM's -O0 and with XLA's older loop emitters
+# (`xla_cpu_use_fusion_emitters=false`). From an empty cache, on one 2-core machine on
+# one day, the suite took 13.2 min at -O0 alone and 9.5 min with both; the default
+# emitters run some kernels up to ~3x faster, so a warm run gains nothing. Only the
+# machine code differs: integer kernels (median, JPEG, pixelate) give the same bits;
+# float results may differ in the last bits, within every test's tolerance against its
+# reference, and two programs around the same values (a uint8 source converted on the
+# device, and the same images as floats) may round apart. The tests that compare bits
+# across programs as users get them (device counts, uint8 against float sources:
+# test_sharding, test_resume) start their subprocesses with `xla_flags(...,
+# optimised=True)`, which compiles as a user's run does.
+TEST_XLA_FLAGS = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
+_flags = os.environ.get("XLA_FLAGS", "").split()
+os.environ["XLA_FLAGS"] = " ".join(
+    _flags + [f for f in TEST_XLA_FLAGS if f.split("=")[0] not in " ".join(_flags)])
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -54,10 +59,11 @@ def rng(request):
 
 def xla_flags(devices: int, *, optimised: bool = False) -> str:
     """`XLA_FLAGS` for a test's subprocess with `devices` CPU devices, the suite's own
-    flags kept (`optimised`: all but its -O0, so that XLA compiles as a user's run)."""
+    flags kept (`optimised`: all but `TEST_XLA_FLAGS`, so that XLA compiles as a user's
+    run)."""
     drop = ["--xla_force_host_platform_device_count"]
     if optimised:
-        drop.append("--xla_backend_optimization_level")
+        drop += [f.split("=")[0] for f in TEST_XLA_FLAGS]
     flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
              if not any(f.startswith(d) for d in drop)]
     return " ".join([*flags, f"--xla_force_host_platform_device_count={devices}"])

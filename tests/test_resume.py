@@ -13,9 +13,10 @@ SCRIPT = textwrap.dedent("""
     import sys, time
     import jax, numpy as np
     from jaxrobust import models, store, sweep
-    out, delay = sys.argv[1], float(sys.argv[2])
+    out, delay, u8 = sys.argv[1], float(sys.argv[2]), sys.argv[3] == "u8"
     rng = np.random.default_rng(0)
-    images = (rng.integers(0, 256, (12, 20, 20, 1)) / 255).astype(np.float32)
+    images = rng.integers(0, 256, (12, 20, 20, 1)).astype(np.uint8)
+    images = images if u8 else (images / 255).astype(np.float32)
     net = models.get("small_cnn", num_classes=4, input_shape=(20, 20, 1), width=0.25,
                      hidden=8, seed=1)
     levels = {"scale_up": [0.0, 1.5, 4.0], "median_blur": [0.0, 2.0, 5.0],
@@ -32,10 +33,11 @@ SCRIPT = textwrap.dedent("""
 CELLS = 3 * 6  # corruptions x chunks of 2 images
 
 
-def _start(out, *, delay=0.0, devices=1, optimised=False):
+def _start(out, *, delay=0.0, devices=1, optimised=False, u8=False):
     env = dict(os.environ)
     env["XLA_FLAGS"] = xla_flags(devices, optimised=optimised)
-    return subprocess.Popen([sys.executable, "-c", SCRIPT, str(out), str(delay)], env=env,
+    return subprocess.Popen([sys.executable, "-c", SCRIPT, str(out), str(delay),
+                             "u8" if u8 else "float"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -46,9 +48,11 @@ def _finish(proc):
 
 
 def test_four_devices_equal_one(tmp_path):
-    # compiled as a user's run (not the suite's -O0): the bits must agree there
+    # compiled as a user's run (not the suite's TEST_XLA_FLAGS): the bits must agree
+    # there, between one device and four, and between float images and the same ones
+    # as uint8 (converted on the device: another program around the same values)
     one = _start(tmp_path / "one", optimised=True)
-    four = _start(tmp_path / "four", devices=4, optimised=True)
+    four = _start(tmp_path / "four", devices=4, optimised=True, u8=True)
     assert "devices 1" in _finish(one)
     assert "devices 4" in _finish(four)
     same(results(tmp_path / "one"), results(tmp_path / "four"))

@@ -188,8 +188,13 @@ def test_a_streamed_uint8_source_equals_the_array_and_reads_chunks(setup, tmp_pa
     table, per = sweep.run(jax.random.key(1), {"m": (apply_fn, params)}, source, **kw)
     want, want_per = _run(setup, batch_size=2)
     pd.testing.assert_frame_equal(table, want)
-    for k in want_per:
-        np.testing.assert_array_equal(per[k], want_per[k], err_msg=k)
+    for k in want_per:  # floats to rounding: the suite's XLA flags (conftest) may round
+        # a program that converts uint8 on the device apart from one given floats;
+        # test_resume.py::test_four_devices_equal_one checks bits as users compile
+        if np.issubdtype(want_per[k].dtype, np.floating):
+            np.testing.assert_allclose(per[k], want_per[k], rtol=1e-5, atol=1e-7, err_msg=k)
+        else:
+            np.testing.assert_array_equal(per[k], want_per[k], err_msg=k)
     # after the first read (the check / memory probe, at most 8 images per device), one
     # chunk (2 images per device, or per core on one CPU device) at a time
     from jaxrobust.sharding import workers
