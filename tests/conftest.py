@@ -27,10 +27,16 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 # test_sharding, test_resume) start their subprocesses with `xla_flags(...,
 # optimised=True)`, which compiles as a user's run does.
 TEST_XLA_FLAGS = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
+
+
+def _name(flag: str) -> str:
+    return flag.split("=")[0]
+
+
 _flags = os.environ.get("XLA_FLAGS", "").split()
-_given = {f.split("=")[0] for f in _flags}  # a flag the caller set is kept as set
+_given = {_name(f) for f in _flags}  # a flag the caller set is kept as set
 os.environ["XLA_FLAGS"] = " ".join(
-    _flags + [f for f in TEST_XLA_FLAGS if f.split("=")[0] not in _given])
+    _flags + [f for f in TEST_XLA_FLAGS if _name(f) not in _given])
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -62,11 +68,10 @@ def xla_flags(devices: int, *, optimised: bool = False) -> str:
     """`XLA_FLAGS` for a test's subprocess with `devices` CPU devices, the suite's own
     flags kept (`optimised`: all but `TEST_XLA_FLAGS`, so that XLA compiles as a user's
     run)."""
-    drop = ["--xla_force_host_platform_device_count"]
+    drop = {"--xla_force_host_platform_device_count"}
     if optimised:
-        drop += [f.split("=")[0] for f in TEST_XLA_FLAGS]
-    flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
-             if not any(f.startswith(d) for d in drop)]
+        drop |= {_name(f) for f in TEST_XLA_FLAGS}
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if _name(f) not in drop]
     return " ".join([*flags, f"--xla_force_host_platform_device_count={devices}"])
 
 
