@@ -92,7 +92,7 @@ def _huang_planes(codes, rows, max_radius: int):
     lanes as plain vector arithmetic. The window starts around row 0 and slides down:
     each step adds the `2R + 1` entering and removes the `2R + 1` leaving pixels (one
     per footprint column) with one flat scatter-add (the columns a footprint leaves
-    out add zero), then finds the rank-`k` bin through 16 coarse bins and the 16 fine
+    out are skipped), then finds the rank-`k` bin through 16 coarse bins and the 16 fine
     bins of the chosen coarse bin, with no data-dependent loop.
 
     Columns as lanes, not rows: the moving pixels of one footprint column are, across
@@ -180,7 +180,8 @@ def _huang_planes(codes, rows, max_radius: int):
     # the footprint as the window moves from y - 1 to y, for y = 1 .. H - 1: uint8
     # codes, one contiguous (2D * L) row per step, turned into positions in the step
     # (a quarter of the memory of int32 positions). Empty columns move nothing: their
-    # sign is 0; their slices are kept in range.
+    # sign is 0 and their position lies past the histogram (skipped); their slices are
+    # kept in range.
     moves = jnp.concatenate([cut(R + jnp.where(inside, bottom, 0) + 1, H - 1),
                              cut(R + jnp.where(inside, top, 0), H - 1)], 1)
     moves = moves.reshape(H - 1, 2 * D * L)
@@ -191,7 +192,12 @@ def _huang_planes(codes, rows, max_radius: int):
     lanes = lax.broadcasted_iota(jnp.int32, (2 * D, L), 1)  # computed in the step's loop
 
     def slide(hist, codes):
-        hist = add(hist, codes.reshape(2 * D, L).astype(jnp.int32) * L + lanes, signs)
+        # a column the footprint leaves out gets a position past the end, which the
+        # scatter skips (a compare) instead of adding zero (a read-modify-write)
+        idx = jnp.where(signs.reshape(2 * D, L) != 0,
+                        codes.reshape(2 * D, L).astype(jnp.int32) * L + lanes, 256 * L)
+        hist = lax.scatter_add(hist, idx.reshape(-1, 1), signs, dims,
+                               mode=lax.GatherScatterMode.FILL_OR_DROP)
         return hist, find(hist)
 
     # (the first row's search apart: searched before the update inside the step, XLA
