@@ -74,9 +74,11 @@ def _conv_relu_pool_one_channel(x, kernel, bias):
 
 
 def _conv_relu_pool_loop(x, kernel, bias):
-    H, W = x.shape[1:3]
+    N, H, W = x.shape[:3]
     kh, kw = kernel.shape[:2]
-    padded = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+    # the one channel dropped before padding: a pad of (N, H, W, 1) runs along a minor
+    # axis of 1, element by element
+    padded = jnp.pad(x[..., 0], ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2)))
     ph, pw = H // 2, W // 2
     kernel = kernel.reshape(kh, kw, 1, 1, 1, -1)  # taps over (N, H, W, C_out)
     best = None
@@ -86,9 +88,9 @@ def _conv_relu_pool_loop(x, kernel, bias):
             for dy in range(kh):
                 for dx in range(kw):
                     window = jax.lax.slice(
-                        padded, (0, a + dy, b + dx, 0),
-                        (x.shape[0], a + dy + 2 * ph - 1, b + dx + 2 * pw - 1, 1), (1, 2, 2, 1))
-                    acc = acc + window * kernel[dy, dx]
+                        padded, (0, a + dy, b + dx),
+                        (N, a + dy + 2 * ph - 1, b + dx + 2 * pw - 1), (1, 2, 2))
+                    acc = acc + window[..., None] * kernel[dy, dx]
             best = acc if best is None else jnp.maximum(best, acc)
     return jax.nn.relu(best)
 
