@@ -2,7 +2,9 @@
 
 For each corruption one compiled program takes a chunk of clean images and every
 level of the schedule: `lax.map` walks the levels (bounding memory), `vmap` covers
-the chunk's images, and the chunk is split over every local device. The program is
+the chunk's images, and the chunk is split over every local device. A level that
+leaves the images unchanged (a corruption's identity level: crop 0, sigma 0, ...) costs
+no model pass: the clean images' logits, computed once per chunk, stand in. The program is
 kept (per kernel, models and mesh), so a later sweep with the same models and chunk
 shape does not compile it again; a chunk is never larger than the data. Random keys are
 per (corruption, image index, step), so results do not depend on the chunk size or
@@ -37,6 +39,9 @@ from jaxrobust.store import SweepStore, fingerprint, run_cells
 
 TARGETS = ("corruption_type", "labels")
 _COMPILED: set = set()  # (program, shapes) already run in this process
+#: Host memory the clean images' logits may take to be kept for every corruption of a
+#: sweep (`_CleanLogits`); above it, only the first corruption reuses them.
+CLEAN_LOGITS_BYTES = 256 * 2**20
 
 
 def _check(classifiers, corruptions, target, protocol):
@@ -67,18 +72,21 @@ def _schedule(names, levels, shape, protocol, table=registry.tables.DEFAULT):
 
 def auto_batch_size(program, consts, sample, expected, levels, *, devices: int, n: int,
                     fraction: float = 0.25, budget_bytes: float | None = None,
-                    largest: int = 512) -> int:
+                    largest: int = 512, extra: Callable[[int], tuple] | None = None) -> int:
     """Images per chunk so that one chunk's program fits `fraction` of free memory.
 
     Compiles the chunk program for a probe chunk of `8 x devices` images (`sample`, its
-    rows repeated as needed, `expected` likewise), reads XLA's own memory analysis
-    (temporaries, arguments, outputs) and scales it linearly; at most `n` (the images).
+    rows repeated as needed, `expected` likewise; `extra(probe)` gives the program's
+    further arguments, if any), reads XLA's own memory analysis (temporaries,
+    arguments, outputs) and scales it linearly; at most `n` (the images).
     """
     probe = 8 * devices
     idx = np.arange(probe, dtype=np.int32)
     sample = np.resize(sample, (probe,) + sample.shape[1:])
     expected = np.resize(expected, (probe,) + expected.shape[1:])
-    stats = program.lower(consts, idx, sample, expected, levels).compile().memory_analysis()
+    more = () if extra is None else extra(probe)
+    stats = program.lower(consts, idx, sample, expected, levels,
+                          *more).compile().memory_analysis()
     used = 0.0 if stats is None else float(stats.temp_size_in_bytes
                                            + stats.argument_size_in_bytes
                                            + stats.output_size_in_bytes)
@@ -109,50 +117,142 @@ def _records(logits, expected, top_k: tuple[int, ...], keep_probs: bool) -> dict
 @functools.lru_cache(maxsize=64)
 def _chunk_program(kernel: Callable, fns: tuple[Callable, ...], mesh, data_range: float = 1.0,
                    top_k: tuple[int, ...] = (1,), keep_probs: bool = False,
-                   with_clean: bool = False):
+                   reuse_clean: bool = False):
     """The compiled sweep of one corruption: `((params, key, original (M,), limit),
-    idx (B,), clean (B, H, W, C) uint8 or float, expected (B, M), levels (L, ...)) ->
-    (ssim (B, L), records per model ({field: (B, L)}), [clean predictions (B, M)])`.
+    idx (B,), clean (B, H, W, C) uint8 or float, expected (B, M), levels (L, ...)
+    [, steps (L,), clean logits (B, K_m) per model]) -> (ssim (B, L), records per model
+    ({field: (B, L)}))`.
 
     `params` has one entry per model, `key` is the corruption's base key; `levels` as
     `corruptions.kernel_levels` encodes them; SSIM with range `data_range`. An image
     whose SSIM is above `limit` is expected to be `original[m]` (the study's limit
     value; `inf` for none). Everything is reduced on device: no probability vector
-    leaves it unless `keep_probs`. `with_clean` adds the clean images' predictions.
+    leaves it unless `keep_probs`. Level `l` draws with step `l`.
+
+    `reuse_clean`: `levels[0]` is the corruption's identity level, `steps` the step each
+    level draws with, and every model's logits on the clean images
+    (`_clean_program`'s) come along. Where the kernel at `levels[0]` returned the
+    chunk's images unchanged, bit for bit, that level's records come from those logits
+    (a `lax.cond`: the models do not run); otherwise, and at every other level, the
+    models run on the corrupted images as usual.
 
     Built once per (kernel, models, mesh, options) and kept, so that a second sweep
     with the same kernel, models and chunk shape (other images, another key, a
     benchmark's second run) reuses the compiled program instead of compiling it again.
     """
 
-    def chunk(consts, idx, clean, expected, levels):
+    def chunk(consts, idx, clean, expected, levels, *reuse):
         params, base, original, limit = consts
         clean = stream.to_float(clean)
         reference = jax.vmap(ssim_reference)(clean)  # the clean images' half of SSIM, once
 
-        def one_level(step_level):
-            step, level = step_level
+        def corrupt(step, level):
             keys = _prng.item_keys(base, idx, step)
             bad = jax.vmap(kernel, in_axes=(0, 0, None))(keys, clean, level)
             scores = jax.vmap(lambda r, b: ssim_compare(r, b, data_range=data_range))(
                 reference, bad)
-            records = tuple(
-                _records(f(p, bad), jnp.where(scores > limit, original[m], expected[:, m]),
-                         top_k, keep_probs)
+            return bad, scores
+
+        def records(m, logits, scores):
+            return _records(logits, jnp.where(scores > limit, original[m], expected[:, m]),
+                            top_k, keep_probs)
+
+        def one_level(step_level):
+            bad, scores = corrupt(*step_level)
+            return scores, tuple(records(m, f(p, bad), scores)
+                                 for m, (f, p) in enumerate(zip(fns, params, strict=True)))
+
+        if not reuse_clean:
+            scores, out = jax.lax.map(one_level, (jnp.arange(levels.shape[0]), levels))
+        else:  # the identity level apart (one check per chunk), the others as usual
+            steps, clean_logits = reuse[0], reuse[1:]
+            bad, first = corrupt(steps[0], levels[0])
+            same = _unchanged(bad, clean)
+            head = tuple(
+                records(m, jax.lax.cond(same, lambda p, b, c: c, lambda p, b, c, f=f: f(p, b),
+                                        p, bad, clean_logits[m]), first)
                 for m, (f, p) in enumerate(zip(fns, params, strict=True)))
-            return scores, records
-
-        steps = jnp.arange(levels.shape[0])
-        scores, records = jax.lax.map(one_level, (steps, levels))
+            scores, out = jax.lax.map(one_level, (steps[1:], levels[1:]))
+            scores = jnp.concatenate([first[None], scores])
+            out = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), head, out)
         # batch axis first for the device split: (B, L), (B, L[, K])
-        out = (jnp.swapaxes(scores, 0, 1), jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1),
-                                                        records))
-        if with_clean:
-            out += (jnp.stack([jnp.argmax(f(p, clean), -1).astype(jnp.int32)
-                               for f, p in zip(fns, params, strict=True)], -1),)
-        return out
+        return (jnp.swapaxes(scores, 0, 1), jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1),
+                                                         out))
 
-    return shard_batch(chunk, in_axes=(None, 0, 0, 0, None), mesh=mesh)
+    in_axes = (None, 0, 0, 0, None) + ((None,) + (0,) * len(fns) if reuse_clean else ())
+    return shard_batch(chunk, in_axes=in_axes, mesh=mesh)
+
+
+def _unchanged(bad, clean) -> jax.Array:
+    """Whether `bad` equals `clean` bit for bit (a scalar bool; False where their shapes
+    or dtypes differ)."""
+    if bad.shape != clean.shape or bad.dtype != clean.dtype:
+        return jnp.bool_(False)
+    as_bits = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint64}[bad.dtype.itemsize]
+    return jnp.all(jax.lax.bitcast_convert_type(bad, as_bits)
+                   == jax.lax.bitcast_convert_type(clean, as_bits))
+
+
+@functools.lru_cache(maxsize=16)
+def _clean_program(fns: tuple[Callable, ...], mesh):
+    """The models on the clean images: `(params, clean (B, H, W, C) uint8 or float) ->
+    (logits (B, K_m) per model, predictions (B, M) int32)`, split as the sweep's chunk
+    program splits a chunk (so each chunk's part meets the same computation)."""
+
+    def clean_pass(params, clean):
+        clean = stream.to_float(clean)
+        logits = tuple(f(p, clean) for f, p in zip(fns, params, strict=True))
+        preds = jnp.stack([jnp.argmax(x, -1).astype(jnp.int32) for x in logits], -1)
+        return logits, preds
+
+    return shard_batch(clean_pass, in_axes=(None, 0), mesh=mesh)
+
+
+def _identity_steps(name: str, table: str, levels: np.ndarray) -> np.ndarray:
+    """`(L,)` bool: which of the encoded `levels` (`corruptions.kernel_levels`) is the
+    corruption's `identity_level` (a candidate: the sweep still checks the pixels)."""
+    corruption = registry.get(name, table=table)
+    ident = np.asarray(registry.kernel_levels(name, [corruption.identity_level]))[0]
+    levels = np.asarray(levels)
+    if levels.shape[1:] != ident.shape:
+        return np.zeros(len(levels), bool)
+    return np.all(levels.reshape(len(levels), -1) == ident.reshape(1, -1), axis=1)
+
+
+class _CleanLogits:
+    """Every model's logits on the clean images, per image, computed once per chunk
+    shape (`_clean_program`) and kept for the sweep's later corruptions while they fit
+    `budget` bytes: an image's logits come from the same part of the same program
+    whatever corruption asks, so the results do not depend on which one computed them
+    (or on what a resumed run had left to compute)."""
+
+    def __init__(self, program, params, n: int, budget: float):
+        self.program, self.params, self.n, self.budget = program, params, n, budget
+        self.size, self.logits, self.preds, self.have = None, None, None, None
+
+    def fits(self, widths: Sequence[int], itemsize: int = 4) -> bool:
+        return self.n * (sum(widths) * itemsize + 4 * len(widths)) <= self.budget
+
+    def __call__(self, size: int, idx, rows, images, sizes):
+        """`(logits per model (B, K_m), predictions (B, M))` for the batch `images[rows]`
+        of images `idx[rows]` (`run_cells`' batch of cells of `size`)."""
+        ids = idx[rows]
+        if self.size == size and self.have[ids].all():
+            return tuple(x[ids] for x in self.logits), self.preds[ids]
+        logits, preds = jax.tree.map(np.asarray, self.program(self.params, images[rows]))
+        widths = [x.shape[-1] for x in logits]
+        if self.fits(widths, max(x.dtype.itemsize for x in logits)):
+            if self.size != size:  # one chunk shape kept at a time
+                self.size, self.have = size, np.zeros(self.n, bool)
+                self.logits = tuple(np.zeros((self.n,) + x.shape[1:], x.dtype) for x in logits)
+                self.preds = np.zeros((self.n, preds.shape[-1]), preds.dtype)
+            real = np.concatenate([np.arange(j * size, j * size + k)
+                                   for j, k in enumerate(sizes)])  # not the padding
+            for keep, x in zip(self.logits, logits, strict=True):
+                keep[ids[real]] = x[real]
+            self.preds[ids[real]] = preds[real]
+            self.have[ids[real]] = True
+        return logits, preds
 
 
 def _reads_key(kernel: Callable, image: jax.ShapeDtypeStruct, level) -> bool:
@@ -253,20 +353,25 @@ class SweepArrays(NamedTuple):
     batch_sizes: dict
 
 
-def _sweep_cells(program, consts, lv, inverse, expect, size, n_models, first, compiling,
-                 progress, idx, rows, images, labels, sizes) -> list[dict]:
+def _sweep_cells(program, consts, lv, inverse, steps, clean_of, expect, size, n_models,
+                 first, compiling, progress, idx, rows, images, labels, sizes) -> list[dict]:
     """One batch of sweep cells (`store.run_cells`' `compute`): the chunk program on the
     padded batch over the distinct levels `lv`, its outputs spread back to every level
-    (`inverse`, see `_distinct_levels`) and cut into one dict per cell."""
+    (`inverse`, see `_distinct_levels`) and cut into one dict per cell. `clean_of`
+    (a `_CleanLogits`, or None) gives the clean images' logits and predictions, for a
+    program that reuses them at its identity level (`steps`, see `_chunk_program`; None
+    for one that does not) and for the first corruption's cells."""
     signature = (program, rows.shape, images.shape[1:], images.dtype, lv.shape)
     if signature not in _COMPILED:
         _progress.write(compiling, progress=progress)
         _COMPILED.add(signature)
     exp = expect(labels, len(idx))
-    res = program(consts, idx[rows].astype(np.int32), images[rows], exp[rows], lv)
+    clean = None if clean_of is None else clean_of(size, idx, rows, images, sizes)
+    extra = () if steps is None else (steps, *clean[0])
+    res = program(consts, idx[rows].astype(np.int32), images[rows], exp[rows], lv, *extra)
     res = jax.tree.map(np.asarray, res)
     if inverse is not None:  # (B, distinct levels[, K]) -> (B, L[, K])
-        res = (res[0][:, inverse], jax.tree.map(lambda a: a[:, inverse], res[1]), *res[2:])
+        res = (res[0][:, inverse], jax.tree.map(lambda a: a[:, inverse], res[1]))
     cells, at = [], 0
     for j, k in enumerate(sizes):
         part = slice(j * size, j * size + k)
@@ -274,7 +379,7 @@ def _sweep_cells(program, consts, lv, inverse, expect, size, n_models, first, co
         for m, rec in enumerate(res[1]):
             cell.update({f"{m}/{f}": v[part] for f, v in rec.items()})
         if first:
-            cell.update({f"clean/{m}": res[2][part][:, m] for m in range(n_models)})
+            cell.update({f"clean/{m}": clean[1][part][:, m] for m in range(n_models)})
             if labels is not None:
                 cell["labels"] = labels[at:at + k]
         cells.append(cell)
@@ -353,6 +458,7 @@ def engine(key: jax.Array, classifiers: Mapping[str, tuple[Callable, object]], s
                          for e in expected[name]], -1)
 
     sample = None  # the memory probe's images, read when a chunk size is to be chosen
+    clean_of = kept = None  # the clean images' logits (`_CleanLogits`), once an image is known
     out = SweepArrays({}, {}, (), None, {})
     pool = ThreadPoolExecutor(1)
     image = None if image_shape is None else jax.ShapeDtypeStruct(tuple(image_shape),
@@ -364,11 +470,27 @@ def engine(key: jax.Array, classifiers: Mapping[str, tuple[Callable, object]], s
             image = jax.ShapeDtypeStruct(read(np.arange(1))[0].shape[1:], jnp.float32)
         lv, inverse = _distinct_levels(kernel, image,
                                       np.asarray(registry.kernel_levels(name, schedule[name])))
+        if clean_of is None:
+            logits = [jax.eval_shape(f, p, jax.ShapeDtypeStruct((1, *image.shape), image.dtype))
+                      for f, p in zip(fns, params, strict=True)]
+            clean_of = _CleanLogits(_clean_program(fns, mesh), params, n, CLEAN_LOGITS_BYTES)
+            kept = clean_of.fits([x.shape[-1] for x in logits],
+                                 max(x.dtype.itemsize for x in logits))
+        # the identity level from the clean pass: the first corruption runs that pass
+        # anyway (the clean predictions); the others while its logits are kept
+        identity = _identity_steps(name, table, lv)
+        reuse = bool(identity.any()) and (first or kept)
+        steps = None
+        if reuse:  # the identity level goes first (`_chunk_program`); the rest keep order
+            j = int(np.argmax(identity))
+            steps = np.array([j] + [i for i in range(len(lv)) if i != j], np.int32)
+            place = np.argsort(steps)  # level i of `lv` is computed at place[i]
+            lv, inverse = lv[steps], place if inverse is None else place[inverse]
         lv = jnp.asarray(lv)
         consts = (params, jax.random.fold_in(key, c_index), original, limit)
         program = _chunk_program(kernel, fns, mesh,
                                  float(ssim_data_range),
-                                 tuple(top_k), keep_probs, first)
+                                 tuple(top_k), keep_probs, reuse)
         start = time.perf_counter()
         # A chunk larger than the data would only compute padding copies.
         per_part = -(-n // parts)
@@ -378,15 +500,20 @@ def engine(key: jax.Array, classifiers: Mapping[str, tuple[Callable, object]], s
             size = store.wait_batch_size(name, wait_timeout)
         if size is None:
             sample = sample or read(np.arange(min(n, 8 * parts)))
+            extra = None if not reuse else (lambda probe, steps=steps, shapes=logits: (
+                steps, *(np.zeros((probe, x.shape[-1]), x.dtype) for x in shapes)))
             size = min(auto_batch_size(program, consts, sample[0], expect(name, sample[1],
                                                                            len(sample[0])),
-                                       lv, devices=parts, n=n) // parts, per_part)
+                                       lv, devices=parts, n=n, extra=extra) // parts,
+                       per_part)
             log(f"  sweep {name}: {size} images per chunk and device (from the free memory)")
         if store is not None:
             store.remember(name, size)
         out.batch_sizes[name] = size
 
         compute = functools.partial(_sweep_cells, program, consts, lv, inverse,
+                                    steps,
+                                    clean_of if reuse or first else None,
                                     functools.partial(expect, name), size, len(fns), first,
                                     f"  compiling the {name} sweep program (once per process "
                                     "and chunk shape) ...", progress)
@@ -404,7 +531,7 @@ def engine(key: jax.Array, classifiers: Mapping[str, tuple[Callable, object]], s
                             for m in range(len(fns))),
                 labels=(np.concatenate([c["labels"] for c in ordered])
                         if "labels" in ordered[0] else None))
-        same = "" if inverse is None else f" ({len(lv)} distinct)"
+        same = "" if len(lv) == len(schedule[name]) else f" ({len(lv)} distinct)"
         log(f"  sweep {name}: {len(schedule[name])} levels{same} x {n} images x {len(fns)} models "
             f"in {time.perf_counter() - start:.1f} s")
     pool.shutdown()
