@@ -27,10 +27,22 @@ def device_info() -> dict:
     """What ran the benchmark: JAX device, CPU model, core count, versions."""
     dev = jax.devices()[0]
     cpu = platform.processor() or ""
+    more = {}  # the family / model and vector extensions tell apart machines of one name
     try:
         with open("/proc/cpuinfo") as f:
-            match = re.search(r"model name\s*:\s*(.+)", f.read())
-            cpu = match.group(1).strip() if match else cpu
+            text = f.read()
+        match = re.search(r"model name\s*:\s*(.+)", text)
+        cpu = match.group(1).strip() if match else cpu
+        for key, pattern in (("cpu_family", r"cpu family\s*:\s*(\d+)"),
+                             ("cpu_model", r"\nmodel\s*:\s*(\d+)")):
+            match = re.search(pattern, text)
+            if match:
+                more[key] = int(match.group(1))
+        match = re.search(r"flags\s*:\s*(.+)", text)
+        if match:
+            flags = set(match.group(1).split())
+            more["cpu_vector"] = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16")
+                                  if f in flags]
     except OSError:
         pass
     return {
@@ -38,6 +50,7 @@ def device_info() -> dict:
         "device_kind": dev.device_kind,
         "device_count": jax.device_count(),
         "cpu": cpu,
+        **more,
         "cpu_cores": os.cpu_count(),
         "jax": jax.__version__,
         "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else jax.__version__,
