@@ -120,21 +120,20 @@ def _chunk_program(kernel: Callable, fns: tuple[Callable, ...], mesh, data_range
                    reuse_clean: bool = False):
     """The compiled sweep of one corruption: `((params, key, original (M,), limit),
     idx (B,), clean (B, H, W, C) uint8 or float, expected (B, M), levels (L, ...)
-    [, steps (L,), clean logits (B, K_m) per model]) -> (ssim (B, L), records per model
-    ({field: (B, L)}))`.
+    [, identity (L,) bool, clean logits (B, K_m) per model]) -> (ssim (B, L), records per
+    model ({field: (B, L)}))`.
 
     `params` has one entry per model, `key` is the corruption's base key; `levels` as
     `corruptions.kernel_levels` encodes them; SSIM with range `data_range`. An image
     whose SSIM is above `limit` is expected to be `original[m]` (the study's limit
     value; `inf` for none). Everything is reduced on device: no probability vector
-    leaves it unless `keep_probs`. Level `l` draws with step `l`.
+    leaves it unless `keep_probs`.
 
-    `reuse_clean`: `levels[0]` is the corruption's identity level, `steps` the step each
-    level draws with, and every model's logits on the clean images
-    (`_clean_program`'s) come along. Where the kernel at `levels[0]` returned the
-    chunk's images unchanged, bit for bit, that level's records come from those logits
-    (a `lax.cond`: the models do not run); otherwise, and at every other level, the
-    models run on the corrupted images as usual.
+    `reuse_clean`: `identity` marks the corruption's identity level(s), and every
+    model's logits on the clean images (`_clean_program`'s) come along. Where the kernel
+    at such a level returned the chunk's images unchanged, bit for bit, that level's
+    records come from those logits (a `lax.cond`: the models do not run); otherwise,
+    and at every other level, the models run on the corrupted images as usual.
 
     Built once per (kernel, models, mesh, options) and kept, so that a second sweep
     with the same kernel, models and chunk shape (other images, another key, a
@@ -145,39 +144,34 @@ def _chunk_program(kernel: Callable, fns: tuple[Callable, ...], mesh, data_range
         params, base, original, limit = consts
         clean = stream.to_float(clean)
         reference = jax.vmap(ssim_reference)(clean)  # the clean images' half of SSIM, once
+        identity, clean_logits = (reuse[0], reuse[1:]) if reuse_clean else (None, None)
 
-        def corrupt(step, level):
+        def one_level(xs):
+            step, level = xs[:2]
             keys = _prng.item_keys(base, idx, step)
             bad = jax.vmap(kernel, in_axes=(0, 0, None))(keys, clean, level)
             scores = jax.vmap(lambda r, b: ssim_compare(r, b, data_range=data_range))(
                 reference, bad)
-            return bad, scores
+            if reuse_clean:  # the pixels compared at the identity level only
+                same = jax.lax.cond(xs[2], _unchanged, lambda b, c: jnp.bool_(False),
+                                    bad, clean)
+            records = []
+            for m, (f, p) in enumerate(zip(fns, params, strict=True)):
+                if reuse_clean:  # the kernel stays once in the program: a cond per level
+                    logits = jax.lax.cond(same, lambda p, b, c: c,
+                                          lambda p, b, c, f=f: f(p, b), p, bad,
+                                          clean_logits[m])
+                else:
+                    logits = f(p, bad)
+                records.append(_records(logits, jnp.where(scores > limit, original[m],
+                                                          expected[:, m]), top_k, keep_probs))
+            return scores, tuple(records)
 
-        def records(m, logits, scores):
-            return _records(logits, jnp.where(scores > limit, original[m], expected[:, m]),
-                            top_k, keep_probs)
-
-        def one_level(step_level):
-            bad, scores = corrupt(*step_level)
-            return scores, tuple(records(m, f(p, bad), scores)
-                                 for m, (f, p) in enumerate(zip(fns, params, strict=True)))
-
-        if not reuse_clean:
-            scores, out = jax.lax.map(one_level, (jnp.arange(levels.shape[0]), levels))
-        else:  # the identity level apart (one check per chunk), the others as usual
-            steps, clean_logits = reuse[0], reuse[1:]
-            bad, first = corrupt(steps[0], levels[0])
-            same = _unchanged(bad, clean)
-            head = tuple(
-                records(m, jax.lax.cond(same, lambda p, b, c: c, lambda p, b, c, f=f: f(p, b),
-                                        p, bad, clean_logits[m]), first)
-                for m, (f, p) in enumerate(zip(fns, params, strict=True)))
-            scores, out = jax.lax.map(one_level, (steps[1:], levels[1:]))
-            scores = jnp.concatenate([first[None], scores])
-            out = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), head, out)
+        xs = (jnp.arange(levels.shape[0]), levels) + ((identity,) if reuse_clean else ())
+        scores, records = jax.lax.map(one_level, xs)
         # batch axis first for the device split: (B, L), (B, L[, K])
         return (jnp.swapaxes(scores, 0, 1), jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1),
-                                                         out))
+                                                         records))
 
     in_axes = (None, 0, 0, 0, None) + ((None,) + (0,) * len(fns) if reuse_clean else ())
     return shard_batch(chunk, in_axes=in_axes, mesh=mesh)
@@ -353,21 +347,21 @@ class SweepArrays(NamedTuple):
     batch_sizes: dict
 
 
-def _sweep_cells(program, consts, lv, inverse, steps, clean_of, expect, size, n_models,
+def _sweep_cells(program, consts, lv, inverse, identity, clean_of, expect, size, n_models,
                  first, compiling, progress, idx, rows, images, labels, sizes) -> list[dict]:
     """One batch of sweep cells (`store.run_cells`' `compute`): the chunk program on the
     padded batch over the distinct levels `lv`, its outputs spread back to every level
     (`inverse`, see `_distinct_levels`) and cut into one dict per cell. `clean_of`
     (a `_CleanLogits`, or None) gives the clean images' logits and predictions, for a
-    program that reuses them at its identity level (`steps`, see `_chunk_program`; None
-    for one that does not) and for the first corruption's cells."""
+    program that reuses them at its identity levels (`identity`, see `_chunk_program`;
+    None for one that does not) and for the first corruption's cells."""
     signature = (program, rows.shape, images.shape[1:], images.dtype, lv.shape)
     if signature not in _COMPILED:
         _progress.write(compiling, progress=progress)
         _COMPILED.add(signature)
     exp = expect(labels, len(idx))
     clean = None if clean_of is None else clean_of(size, idx, rows, images, sizes)
-    extra = () if steps is None else (steps, *clean[0])
+    extra = () if identity is None else (identity, *clean[0])
     res = program(consts, idx[rows].astype(np.int32), images[rows], exp[rows], lv, *extra)
     res = jax.tree.map(np.asarray, res)
     if inverse is not None:  # (B, distinct levels[, K]) -> (B, L[, K])
@@ -480,12 +474,6 @@ def engine(key: jax.Array, classifiers: Mapping[str, tuple[Callable, object]], s
         # anyway (the clean predictions); the others while its logits are kept
         identity = _identity_steps(name, table, lv)
         reuse = bool(identity.any()) and (first or kept)
-        steps = None
-        if reuse:  # the identity level goes first (`_chunk_program`); the rest keep order
-            j = int(np.argmax(identity))
-            steps = np.array([j] + [i for i in range(len(lv)) if i != j], np.int32)
-            place = np.argsort(steps)  # level i of `lv` is computed at place[i]
-            lv, inverse = lv[steps], place if inverse is None else place[inverse]
         lv = jnp.asarray(lv)
         consts = (params, jax.random.fold_in(key, c_index), original, limit)
         program = _chunk_program(kernel, fns, mesh,
@@ -500,8 +488,8 @@ def engine(key: jax.Array, classifiers: Mapping[str, tuple[Callable, object]], s
             size = store.wait_batch_size(name, wait_timeout)
         if size is None:
             sample = sample or read(np.arange(min(n, 8 * parts)))
-            extra = None if not reuse else (lambda probe, steps=steps, shapes=logits: (
-                steps, *(np.zeros((probe, x.shape[-1]), x.dtype) for x in shapes)))
+            extra = None if not reuse else (lambda probe, ident=identity, shapes=logits: (
+                ident, *(np.zeros((probe, x.shape[-1]), x.dtype) for x in shapes)))
             size = min(auto_batch_size(program, consts, sample[0], expect(name, sample[1],
                                                                            len(sample[0])),
                                        lv, devices=parts, n=n, extra=extra) // parts,
@@ -512,7 +500,7 @@ def engine(key: jax.Array, classifiers: Mapping[str, tuple[Callable, object]], s
         out.batch_sizes[name] = size
 
         compute = functools.partial(_sweep_cells, program, consts, lv, inverse,
-                                    steps,
+                                    identity if reuse else None,
                                     clean_of if reuse or first else None,
                                     functools.partial(expect, name), size, len(fns), first,
                                     f"  compiling the {name} sweep program (once per process "
