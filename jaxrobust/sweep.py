@@ -215,17 +215,14 @@ def _identity_steps(name: str, table: str, levels: np.ndarray) -> np.ndarray:
 
 class _CleanLogits:
     """Every model's logits on the clean images, per image, computed once per chunk
-    shape (`_clean_program`) and kept for the sweep's later corruptions while they fit
-    `budget` bytes: an image's logits come from the same part of the same program
-    whatever corruption asks, so the results do not depend on which one computed them
-    (or on what a resumed run had left to compute)."""
+    shape (`_clean_program`) and, with `keep`, kept for the sweep's later corruptions:
+    an image's logits come from the same part of the same program whatever corruption
+    asks, so the results do not depend on which one computed them (or on what a
+    resumed run had left to compute)."""
 
-    def __init__(self, program, params, n: int, budget: float):
-        self.program, self.params, self.n, self.budget = program, params, n, budget
+    def __init__(self, program, params, n: int, keep: bool):
+        self.program, self.params, self.n, self.keep = program, params, n, keep
         self.size, self.logits, self.preds, self.have = None, None, None, None
-
-    def fits(self, widths: Sequence[int], itemsize: int = 4) -> bool:
-        return self.n * (sum(widths) * itemsize + 4 * len(widths)) <= self.budget
 
     def __call__(self, size: int, idx, rows, images, sizes):
         """`(logits per model (B, K_m), predictions (B, M))` for the batch `images[rows]`
@@ -234,8 +231,7 @@ class _CleanLogits:
         if self.size == size and self.have[ids].all():
             return tuple(x[ids] for x in self.logits), self.preds[ids]
         logits, preds = jax.tree.map(np.asarray, self.program(self.params, images[rows]))
-        widths = [x.shape[-1] for x in logits]
-        if self.fits(widths, max(x.dtype.itemsize for x in logits)):
+        if self.keep:
             if self.size != size:  # one chunk shape kept at a time
                 self.size, self.have = size, np.zeros(self.n, bool)
                 self.logits = tuple(np.zeros((self.n,) + x.shape[1:], x.dtype) for x in logits)
@@ -467,9 +463,9 @@ def engine(key: jax.Array, classifiers: Mapping[str, tuple[Callable, object]], s
         if clean_of is None:
             logits = [jax.eval_shape(f, p, jax.ShapeDtypeStruct((1, *image.shape), image.dtype))
                       for f, p in zip(fns, params, strict=True)]
-            clean_of = _CleanLogits(_clean_program(fns, mesh), params, n, CLEAN_LOGITS_BYTES)
-            kept = clean_of.fits([x.shape[-1] for x in logits],
-                                 max(x.dtype.itemsize for x in logits))
+            kept = n * sum(x.shape[-1] * x.dtype.itemsize + 4 for x in logits) <= \
+                CLEAN_LOGITS_BYTES  # the logits and the predictions of every image
+            clean_of = _CleanLogits(_clean_program(fns, mesh), params, n, kept)
         # the identity level from the clean pass: the first corruption runs that pass
         # anyway (the clean predictions); the others while its logits are kept
         identity = _identity_steps(name, table, lv)
