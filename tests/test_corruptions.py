@@ -160,6 +160,19 @@ def test_gaussian_noise_is_reproducible_from_its_key(rng):
     np.testing.assert_array_equal(np.asarray(gaussian_noise(KEY, image, 0.0)), image)
 
 
+def test_gaussian_and_speckle_noise_draw_jax_random_normal(rng):
+    # the normals are `jax.random.normal(key, (image.size,))`'s (drawn in two compiled
+    # loops, `_prng.normal_uniforms` and `_prng.normal_of`), added as the docstrings say
+    image = random_image(rng, (12, 10, 3), eight_bit=False)
+    key = jax.random.key(int(rng.integers(1 << 30)))
+    z = np.asarray(jax.random.normal(key, (image.size,))).reshape(image.shape)
+    for kernel, want in ((gaussian_noise, image + np.float32(0.2) * z),
+                         (corruptions.get("speckle_noise").apply,
+                          image + image * np.float32(0.2) * z)):
+        got = np.asarray(jax.jit(kernel)(key, image, 0.2))
+        np.testing.assert_allclose(got, np.clip(want, 0, 1), rtol=0, atol=2e-7)
+
+
 # ---------------------------------------------------------------- all kernels
 
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxrobust import _fusion
+from jaxrobust import _fusion, _prng
 from jaxrobust._validation import check_image, check_level
 from jaxrobust.corruptions._ops import finish
 
@@ -32,10 +32,12 @@ def gaussian_noise(key, image, sigma):
     """
     image = check_image(image, fn="gaussian_noise")
     sigma, ok = check_level(sigma, fn="gaussian_noise", what="noise sigma", low=0.0, high=1.0)
-    # drawn and added in one flat loop (`jaxrobust._fusion`): fast on CPU, and the
+    # jax.random.normal's values: the uniforms drawn in one flat loop, the normals made
+    # and added in another (`jaxrobust._prng`, `jaxrobust._fusion`): fast on CPU, and the
     # same code for every value whatever the batch, so results do not depend on it
-    out = _fusion.flat(lambda x: x + sigma * jax.random.normal(key, x.shape),
-                       image.astype(jnp.float32))
+    u = _prng.normal_uniforms(key, image.size)
+    out = _fusion.flat(lambda x, u: x + sigma * _prng.normal_of(u),
+                       image.astype(jnp.float32), u)
     return finish(out, ok, image)
 
 
@@ -204,6 +206,7 @@ def speckle_noise(key, image, sigma):
     image = check_image(image, fn="speckle_noise")
     sigma, ok = check_level(sigma, fn="speckle_noise", what="multiplicative noise sigma",
                             low=0.0, high=2.0)
-    out = _fusion.flat(lambda x: x + x * sigma * jax.random.normal(key, x.shape),
-                       image.astype(jnp.float32))
+    u = _prng.normal_uniforms(key, image.size)  # jax.random.normal's, as gaussian_noise
+    out = _fusion.flat(lambda x, u: x + x * sigma * _prng.normal_of(u),
+                       image.astype(jnp.float32), u)
     return finish(out, ok, image)
