@@ -53,7 +53,7 @@ def normal_uniforms(key, size: int, dtype=jnp.float32) -> jax.Array:
     that normal draw, bit for bit."""
     dtype = jnp.dtype(dtype)
     low = np.nextafter(np.array(-1.0, dtype), np.array(0.0, dtype), dtype=dtype)
-    return separately(lambda k: jax.random.uniform(k, (size,), dtype, low, 1.0), key)
+    return uniform(key, (size,), dtype, low, 1.0)
 
 
 def normal_of(u: jax.Array) -> jax.Array:
