@@ -1,9 +1,10 @@
 """Timing and reporting helpers shared by the benchmarks.
 
 Run a benchmark from the repository root: `python -m benchmarks.kernels` (or
-`python benchmarks/kernels.py`). It times the set-up a library user gets (JAX's own
-devices) with `jaxrobust.cpu.enable_fast_random()` on, as the `jaxrobust` command
-line has it; `--cpu-cores` times the tuned set-up (one XLA CPU device per core).
+`python benchmarks/kernels.py`). It times the set-up a library user gets: JAX's own
+devices and no process-wide switch. `--cpu-cores` times the tuned set-up the `jaxrobust`
+command line runs in: one XLA CPU device per core, and JAX's unrolled Threefry lowering
+(`jaxrobust.cpu.enable_fast_random()`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def device_info() -> dict:
-    """What ran the benchmark: JAX device, CPU model, core count, versions."""
+    """What ran the benchmark: JAX device, CPU model, core count, the process-wide
+    Threefry switch, versions."""
+    from jaxrobust.cpu import fast_random_enabled
+
     dev = jax.devices()[0]
     cpu = platform.processor() or ""
     more = {}  # the family / model and vector extensions tell apart machines of one name
@@ -52,6 +56,7 @@ def device_info() -> dict:
         "cpu": cpu,
         **more,
         "cpu_cores": os.cpu_count(),
+        "unrolled_threefry_lowering": fast_random_enabled(),  # cpu.enable_fast_random
         "jax": jax.__version__,
         "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else jax.__version__,
         "python": platform.python_version(),
@@ -125,9 +130,10 @@ def print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
         print("  ".join(c.rjust(w) if i else c.ljust(w) for c, w in zip(line, widths, strict=True)))
 
 
-SETUP_DEFAULT = ("default: JAX's own devices, no flags (what a library user gets), with "
-                 "jaxrobust.cpu.enable_fast_random() as the command line has it")
-SETUP_TUNED = "tuned: one XLA CPU device per core (jaxrobust.cpu.use_cpu_cores)"
+SETUP_DEFAULT = ("default: JAX's own devices, no flags and no process-wide switch (what a "
+                 "library user gets in a fresh Python)")
+SETUP_TUNED = ("tuned: one XLA CPU device per core (jaxrobust.cpu.use_cpu_cores) and "
+               "jaxrobust.cpu.enable_fast_random(), as the command line runs")
 
 
 def bench_parser(doc: str, name: str) -> argparse.ArgumentParser:
@@ -145,7 +151,8 @@ def bench_parser(doc: str, name: str) -> argparse.ArgumentParser:
 
 def parse(parser: argparse.ArgumentParser, argv) -> argparse.Namespace:
     """Parses `argv`; with `--cpu-cores`, makes each CPU core a JAX device (before JAX
-    starts). `args.setup` names the set-up timed (`SETUP_DEFAULT` or `SETUP_TUNED`)."""
+    starts) and turns on the unrolled Threefry lowering, as the command line does.
+    `args.setup` names the set-up timed (`SETUP_DEFAULT` or `SETUP_TUNED`)."""
     from jaxrobust.cpu import enable_fast_random, use_cpu_cores
 
     args = parser.parse_args(argv)
@@ -155,7 +162,7 @@ def parse(parser: argparse.ArgumentParser, argv) -> argparse.Namespace:
             parser.error("--cpu-cores must be given before JAX starts (run the benchmark in "
                          "a fresh process).")
         args.setup = SETUP_TUNED
-    enable_fast_random()
+        enable_fast_random()
     return args
 
 

@@ -8,7 +8,10 @@ every key, split and sample is bit-identical to stock JAX (tested against a fres
 interpreter); only the compiled programs change, and they run faster
 (docs/architecture.md, "XLA CPU notes"). It changes the lowering for the whole
 process, which is why a library import does not do it: the `jaxrobust` command line
-and the benchmarks turn it on, and a user may call it at the start of a script.
+turns it on, and a user may call it at the start of a script. jaxrobust's own bulk
+draws (the noise kernels, `_prng.uniform` / `normal`) do not need it: they hash with
+the unrolled rounds in every process (`jaxrobust._prng`); it still speeds up the other
+`jax.random` calls (model initialisation, key splits, small draws).
 
 `use_cpu_cores()` asks XLA for one CPU device per core before JAX starts; the command
 line does this unless told `--one-device`.

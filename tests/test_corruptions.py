@@ -173,6 +173,17 @@ def test_gaussian_and_speckle_noise_draw_jax_random_normal(rng):
         np.testing.assert_allclose(got, np.clip(want, 0, 1), rtol=0, atol=2e-7)
 
 
+def test_impulse_noise_draws_jax_random_uniform(rng):
+    # one uniform per value, `jax.random.uniform(key, (image.size,))`'s (the hash
+    # written out in `_prng`): u < amount replaces the value, u < amount / 2 with salt
+    image = random_image(rng, (12, 10, 3), eight_bit=False)
+    key = jax.random.key(int(rng.integers(1 << 30)))
+    u = np.asarray(jax.random.uniform(key, (image.size,))).reshape(image.shape)
+    want = np.where(u < 0.3, (u < 0.15).astype(np.float32), image)
+    got = np.asarray(jax.jit(corruptions.get("impulse_noise").apply)(key, image, 0.3))
+    np.testing.assert_array_equal(got, want)
+
+
 # ---------------------------------------------------------------- all kernels
 
 

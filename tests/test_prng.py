@@ -69,21 +69,46 @@ def text():
     return jax.jit(lambda k: jax.random.normal(k, (64, 3))).lower(jax.random.key(0)).as_text()
 before = text()
 import jaxrobust
-from jaxrobust import attribution, corruptions, studies, sweep  # noqa: F401
+from jaxrobust import _prng, attribution, corruptions, studies, sweep  # noqa: F401
 from jaxrobust.studies import corruption, counterfactual, kernels  # noqa: F401
-print(before == text(), "while" in before)
+ours = jax.jit(lambda k: _prng.normal(k, (64, 3))).lower(jax.random.key(0)).as_text()
+print(before == text(), "while" in before, "while" in ours)
 """
 
 
 def test_importing_jaxrobust_changes_no_lowering():
     # A fresh interpreter: the program JAX lowers for `jax.random.normal` is the same
-    # before and after `import jaxrobust` (the fast lowering is an explicit switch).
+    # before and after `import jaxrobust` (the fast lowering is an explicit switch),
+    # while jaxrobust's own draws are unrolled there too (no `enable_fast_random`).
     done = subprocess.run([sys.executable, "-c", _LOWERED], capture_output=True, text=True,
                           check=True)
-    same, rolled = done.stdout.split()
+    same, rolled, ours_rolled = done.stdout.split()
     assert same == "True"
+    assert ours_rolled == "False"
     if jax.default_backend() == "cpu":
         assert rolled == "True"  # stock JAX's CPU lowering, untouched
+
+
+def test_threefry2x32_is_jax_primitive(rng):
+    from jax.extend.random import threefry2x32_p
+
+    k = rng.integers(0, 2**32, size=2, dtype=np.uint64).astype(np.uint32)
+    x = rng.integers(0, 2**32, size=(2, 257), dtype=np.uint64).astype(np.uint32)
+    want = threefry2x32_p.bind(*(jnp.asarray(a) for a in (k[0], k[1], x[0], x[1])))
+    got = jax.jit(_prng.threefry2x32)(k[0], k[1], x[0], x[1])
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+
+
+def test_uniform_outside_the_reproduced_set_up_is_jax_random_uniform():
+    # other PRNG implementations, raw keys, other dtypes: JAX draws itself, same values
+    for key in (jax.random.key(5, impl="rbg"), jax.random.PRNGKey(5)):
+        np.testing.assert_array_equal(np.asarray(jax.jit(lambda k: _prng.uniform(k, (9,)))(key)),
+                                      np.asarray(jax.random.uniform(key, (9,))))
+    key = jax.random.key(5)
+    np.testing.assert_array_equal(
+        np.asarray(jax.jit(lambda k: _prng.uniform(k, (9,), jnp.bfloat16))(key)),
+        np.asarray(jax.random.uniform(key, (9,), jnp.bfloat16)))
 
 
 def test_flat_equals_direct_under_jit_and_vmap(rng):

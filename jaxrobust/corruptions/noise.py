@@ -156,8 +156,7 @@ def shot_noise(key, image, strength):
     photons = 1.0 / jnp.maximum(strength, 1e-6)
 
     def noisy(x):  # flat: the table search is heavy (see jaxrobust._fusion)
-        u = _fusion.separately(
-            lambda x: jax.random.uniform(key, x.shape, jnp.float32, 1e-7, 1.0), x)
+        u = _prng.uniform(key, x.shape, jnp.float32, 1e-7, 1.0)
         lam = x * photons
         exact, z = _poisson(u, lam)
         approx = jnp.maximum(jnp.round(lam + jnp.sqrt(lam) * z), 0.0)
@@ -186,7 +185,7 @@ def impulse_noise(key, image, amount):
     # one draw: u < amount replaces the value, and u < amount / 2 (half of those,
     # independently of everything else) makes it salt
     def salt_and_pepper(x):
-        u = jax.random.uniform(key, x.shape)
+        u = _prng.uniform_flat(key, x.size)
         return jnp.where(u < amount, (u < 0.5 * amount).astype(jnp.float32), x)
 
     return finish(_fusion.flat(salt_and_pepper, image.astype(jnp.float32)), ok, image)
