@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import jax.numpy as jnp
-from jax import lax
 
+from jaxrobust._fusion import separately
 from jaxrobust._validation import check_image, check_level
 from jaxrobust.corruptions._ops import finish
 
@@ -53,14 +53,18 @@ def scale_up(key, image, crop):
     c = jnp.clip(crop, 0.0, (min(H, W) - 1) / 2)
     y0, y1, fy = _zoom_axis(H, c)
     x0, x1, fx = _zoom_axis(W, c)
-    # Rows: gather whole rows (contiguous). Columns: a (W, W) two-tap interpolation
-    # matrix, applied as a matmul, which XLA runs far faster than a per-element gather.
-    cols = jnp.arange(W)
-    mix = (jnp.where(cols[None, :] == x0[:, None], 1.0 - fx[:, None], 0.0)
-           + jnp.where(cols[None, :] == x1[:, None], fx[:, None], 0.0))
+    # Both passes gather whole rows (contiguous slices, fast on CPU; a gather along the
+    # minor axis runs element by element): the columns on the transposed planes, then
+    # the rows. Each transpose is compiled apart (`separately`): fused into the gather
+    # that reads it, XLA would gather element by element again. ~1.5-2.5x faster on CPU
+    # than the columns as a (W, W) two-tap matrix product (docs/architecture.md).
+    def lerp(planes, lo, hi, frac):  # (C, N, M) rows lo / hi, mixed -> (C, N', M)
+        return (jnp.take(planes, lo, axis=1) * (1.0 - frac)[None, :, None]
+                + jnp.take(planes, hi, axis=1) * frac[None, :, None])
+
     planes = jnp.moveaxis(image.astype(jnp.float32), -1, 0)  # (C, H, W)
-    rows = (jnp.take(planes, y0, axis=1) * (1.0 - fy)[None, :, None]
-            + jnp.take(planes, y1, axis=1) * fy[None, :, None])
-    out = jnp.einsum("chw,jw->chj", rows, mix, precision=lax.Precision.HIGHEST)
+    columns = separately(lambda p: jnp.swapaxes(p, 1, 2), planes)  # (C, W, H)
+    cols = separately(lerp, columns, x0, x1, fx)  # (C, W, H), resampled along W
+    out = lerp(separately(lambda c: jnp.swapaxes(c, 1, 2), cols), y0, y1, fy)  # (C, H, W)
     return finish(jnp.moveaxis(out, 0, -1), ok, image, clip=False)
 
