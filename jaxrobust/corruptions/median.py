@@ -59,7 +59,7 @@ _CHUNK = 2
 #: Static radius buckets of the 8-bit path: a call whose largest radius is r runs the
 #: smallest bucket >= r, since the cost grows with the bucket (2 * bucket + 1 updates
 #: per pixel).
-_BUCKETS = (5, 10)
+_BUCKETS = (5, 10, 15)
 
 
 def _columns(rows):
@@ -229,7 +229,7 @@ def _median_8bit(planes, rows, codes, lut):
     `_codes_and_lut`.
 
     The sliding histogram runs at the smallest static reach that holds every plane's
-    footprint: the buckets 5, 10, or the full reach, the largest whole radius plus one
+    footprint: the buckets 5, 10, 15, or the full reach, the largest whole radius plus one
     (the float radii whose disk is even-sized reach one pixel further on one side).
     Each bucket is a copy of the filter to compile, so there are few
     (docs/architecture.md has the trade measured).
