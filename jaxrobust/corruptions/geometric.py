@@ -57,7 +57,9 @@ def scale_up(key, image, crop):
     # minor axis runs element by element): the columns on the transposed planes, then
     # the rows. Each transpose is compiled apart (`separately`): fused into the gather
     # that reads it, XLA would gather element by element again. ~1.5-2.5x faster on CPU
-    # than the columns as a (W, W) two-tap matrix product (docs/architecture.md).
+    # than the columns as a (W, W) two-tap matrix product (docs/architecture.md). The
+    # last pass and `finish` too: left to fuse, each consumer of the result (SSIM, its
+    # mean, a model) gathered the rows again.
     def lerp(planes, lo, hi, frac):  # (C, N, M) rows lo / hi, mixed -> (C, N', M)
         return (jnp.take(planes, lo, axis=1) * (1.0 - frac)[None, :, None]
                 + jnp.take(planes, hi, axis=1) * frac[None, :, None])
@@ -65,6 +67,7 @@ def scale_up(key, image, crop):
     planes = jnp.moveaxis(image.astype(jnp.float32), -1, 0)  # (C, H, W)
     columns = separately(lambda p: jnp.swapaxes(p, 1, 2), planes)  # (C, W, H)
     cols = separately(lerp, columns, x0, x1, fx)  # (C, W, H), resampled along W
-    out = lerp(separately(lambda c: jnp.swapaxes(c, 1, 2), cols), y0, y1, fy)  # (C, H, W)
-    return finish(jnp.moveaxis(out, 0, -1), ok, image, clip=False)
+    rows = separately(lambda c: jnp.swapaxes(c, 1, 2), cols)  # (C, H, W)
+    return separately(lambda r: finish(jnp.moveaxis(lerp(r, y0, y1, fy), 0, -1), ok, image,
+                                       clip=False), rows)
 
