@@ -35,9 +35,9 @@ def gaussian_noise(key, image, sigma):
     # jax.random.normal's values: the uniforms drawn in one flat loop, the normals made
     # and added in another (`jaxrobust._prng`, `jaxrobust._fusion`): fast on CPU, and the
     # same code for every value whatever the batch, so results do not depend on it
-    # `finish` inside the flat loop: after it, three consumers (SSIM, its mean, a model)
-    # each got their own copy of the clip-and-select (~10 % of the sweep's noise stage
-    # without the model)
+    # `finish` inside the flat loop (as in every noise kernel): after it, three consumers
+    # (SSIM, its mean, a model) each got their own copy of the clip-and-select (~10 % of
+    # the sweep's noise stage without the model)
     u = _prng.normal_uniforms(key, image.size)
     return _fusion.flat(lambda x, u: finish(x + sigma * _prng.normal_of(u), ok, image),
                         image.astype(jnp.float32), u)
@@ -165,7 +165,7 @@ def shot_noise(key, image, strength):
         counts = jnp.where(photons <= EXACT_PHOTONS, exact, approx)
         return jnp.where(strength > 0, counts / photons, x)
 
-    return finish(_fusion.flat(noisy, image.astype(jnp.float32)), ok, image)
+    return _fusion.flat(lambda x: finish(noisy(x), ok, image), image.astype(jnp.float32))
 
 
 def impulse_noise(key, image, amount):
@@ -190,7 +190,8 @@ def impulse_noise(key, image, amount):
         u = _prng.uniform_flat(key, x.size)
         return jnp.where(u < amount, (u < 0.5 * amount).astype(jnp.float32), x)
 
-    return finish(_fusion.flat(salt_and_pepper, image.astype(jnp.float32)), ok, image)
+    return _fusion.flat(lambda x: finish(salt_and_pepper(x), ok, image),
+                        image.astype(jnp.float32))
 
 
 def speckle_noise(key, image, sigma):
